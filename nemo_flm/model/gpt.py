@@ -1,0 +1,56 @@
+"""FLMGPTModel: megatron-core's GPTModel plus FLM's two scalar multipliers.
+
+FLM's HF config multiplies the embedding output by `input_mult` and the logits by
+`output_mult / mup_scale_factor` when `use_mup` is on (FLM_REFERENCE §2). GPTModel has no such
+hooks, so the embedding output is computed here and handed in as `decoder_input`, and the logits
+are scaled on the way out; the per-token loss is taken on the scaled, vocab-parallel logits.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from megatron.core.models.gpt import GPTModel
+from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
+from torch import Tensor
+
+
+class FLMGPTModel(GPTModel):
+    def __init__(self, *args, input_mult: float = 1.0, logit_scale: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.input_mult = input_mult
+        self.logit_scale = logit_scale
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        position_ids: Optional[Tensor] = None,
+        attention_mask: Optional[Tensor] = None,
+        labels: Optional[Tensor] = None,
+        inference_context=None,
+        runtime_gather_output: Optional[bool] = None,
+        decoder_input: Optional[Tensor] = None,
+        **kwargs,
+    ) -> Tensor:
+        """Logits [b, s, vocab(/TP)] or, with labels [b, s], the per-token loss [b, s] (fp32).
+
+        With an inference context the logits are gathered over TP (megatron requires it)."""
+        if inference_context is not None and runtime_gather_output is None:
+            runtime_gather_output = True
+        if self.pre_process and decoder_input is None and self.input_mult != 1.0:
+            decoder_input = self.embedding(input_ids=input_ids, position_ids=position_ids) * self.input_mult
+        out = super().forward(
+            input_ids,
+            position_ids,
+            attention_mask,
+            decoder_input=decoder_input,
+            inference_context=inference_context,
+            runtime_gather_output=runtime_gather_output,
+            **kwargs,
+        )
+        if not self.post_process:
+            return out  # hidden states for the next pipeline stage
+        if self.logit_scale != 1.0:
+            out = out * self.logit_scale
+        if labels is None:
+            return out
+        return vocab_parallel_cross_entropy(out.float(), labels)

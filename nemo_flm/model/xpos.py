@@ -1,0 +1,80 @@
+"""Rotary and xPos position transforms as pure tensor functions (FLM_REFERENCE §4).
+
+For head dim d and pair index i = 0 .. d/2-1 (half-split / GPT-NeoX layout: element i pairs with
+element i + d/2):
+    theta_i = theta^(-2i/d)                      rotation frequency, angle at position p is p*theta_i
+    zeta_i  = (2i + gamma*d) / ((1+gamma)*d)     xPos decay base
+    q_m -> R(m) q_m * zeta^((m-c)/scale_base)
+    k_n -> R(n) k_n * zeta^(-(n-c)/scale_base)
+so q_m . k_n carries zeta^((m-n)/scale_base): a decay with distance that does not depend on c.
+The centre c only keeps the factors in floating-point range; we fix it (c = training length / 2)
+so that keys can be transformed once, before they enter a KV cache, and never re-rotated.
+Angles and scales are computed in float64 (tiny [s, d/2] tensors) so long positions keep their
+precision, the transform runs in fp32, and the result is cast back to the input dtype.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class PositionConfig:
+    """What the attention needs to place q and k: rope or xpos, and xPos' constants."""
+
+    kind: str = "xpos"  # xpos | rope
+    theta: float = 10000.0
+    gamma: float = 0.4
+    scale_base: float = 512.0
+    center: float = 0.0
+
+
+def rotary_inv_freq(head_dim: int, theta: float) -> Tensor:
+    """theta^(-2i/d) for i = 0 .. d/2-1, shape [d/2], float64."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim
+    return 1.0 / theta**exponents
+
+
+def xpos_zeta(head_dim: int, gamma: float) -> Tensor:
+    """(2i + gamma*d) / ((1+gamma)*d) for i = 0 .. d/2-1, shape [d/2], float64."""
+    two_i = torch.arange(0, head_dim, 2, dtype=torch.float64)
+    return (two_i + gamma * head_dim) / ((1.0 + gamma) * head_dim)
+
+
+def rotate_half(x: Tensor) -> Tensor:
+    """[x1, x2] -> [-x2, x1] on the last dim (half-split layout)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos and sin of p*theta_i duplicated over both halves: each [s, d] float64."""
+    angles = positions.double()[:, None] * rotary_inv_freq(head_dim, theta).to(positions.device)
+    angles = torch.cat((angles, angles), dim=-1)  # [s, d]
+    return angles.cos(), angles.sin()
+
+
+def _xpos_scale(positions: Tensor, head_dim: int, pos: PositionConfig) -> Tensor:
+    """zeta^((p-c)/scale_base) duplicated over both halves: [s, d] float64."""
+    power = (positions.double() - pos.center)[:, None] / pos.scale_base  # [s, 1]
+    scale = xpos_zeta(head_dim, pos.gamma).to(positions.device)[None, :] ** power  # [s, d/2]
+    return torch.cat((scale, scale), dim=-1)
+
+
+def _transform(x: Tensor, positions: Tensor, pos: PositionConfig, sign: float) -> Tensor:
+    """x: [s, b, h, d]; positions: [s]. Rotation, then xPos scale to the power `sign`."""
+    head_dim = x.shape[-1]
+    cos, sin = _cos_sin(positions, head_dim, pos.theta)  # [s, d]
+    if pos.kind == "xpos":
+        scale = _xpos_scale(positions, head_dim, pos) ** sign
+        cos, sin = cos * scale, sin * scale  # scaling commutes with the rotation
+    cos, sin = cos.float()[:, None, None, :], sin.float()[:, None, None, :]  # [s, 1, 1, d]
+    xf = x.float()
+    return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
+
+
+def apply_positions(query: Tensor, key: Tensor, positions: Tensor, pos: PositionConfig) -> tuple[Tensor, Tensor]:
+    """Place q and k ([s, b, h, d], same positions [s]) with rope or xPos."""
+    return _transform(query, positions, pos, 1.0), _transform(key, positions, pos, -1.0)

@@ -1,0 +1,120 @@
+"""Process groups and seeds, in one place. Model, data and training code never call
+torch.distributed directly; they ask this module."""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+
+def _backend(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "nccl" if torch.cuda.is_available() else "gloo"
+
+
+def initialize(par: Any, seed: int = 1234) -> None:
+    """Start torch.distributed (gloo on CPU, one process if not launched by torchrun) and megatron's
+    tensor/pipeline/data groups. Idempotent for the same layout."""
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
+        rank = int(os.environ.get("RANK", 0))
+        world = int(os.environ.get("WORLD_SIZE", 1))
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(_backend(par.backend), rank=rank, world_size=world)
+    world = dist.get_world_size()
+    tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
+    if world % (tp * pp) != 0:
+        raise ValueError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes")
+    if pp > 1 and not torch.cuda.is_available():
+        raise NotImplementedError(
+            "pipeline_model_parallel_size > 1 needs GPUs (megatron's schedules are CUDA-only): use PP=1 on CPU"
+        )
+    if parallel_state.model_parallel_is_initialized():
+        if (parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_pipeline_model_parallel_world_size()) == (tp, pp):
+            seed_everything(seed)
+            return
+        parallel_state.destroy_model_parallel()
+    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    seed_everything(seed)
+
+
+def seed_everything(seed: int) -> None:
+    """Same seed on every rank: with use_cpu_initialization each rank draws the full master weight
+    and keeps its shard, so weights do not depend on the TP size."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+        model_parallel_cuda_manual_seed(seed)
+
+
+def tp_group():
+    return parallel_state.get_tensor_model_parallel_group()
+
+
+def dp_group():
+    return parallel_state.get_data_parallel_group()
+
+
+def dp_rank() -> int:
+    return parallel_state.get_data_parallel_rank()
+
+
+def dp_size() -> int:
+    return parallel_state.get_data_parallel_world_size()
+
+
+def tp_rank() -> int:
+    return parallel_state.get_tensor_model_parallel_rank()
+
+
+def all_reduce(tensor: torch.Tensor, group=None) -> torch.Tensor:
+    """Sum over a group (no-op for a group of one)."""
+    if dist.get_world_size(group) > 1:
+        dist.all_reduce(tensor, group=group)
+    return tensor
+
+
+def shutdown() -> None:
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def reduce_grads(params) -> None:
+    """Finish gradients after backward: sum sequence-parallel params' grads over TP (each rank saw
+    a slice of the sequence) and sum all grads over data parallel (the loss is already divided by
+    the global token count). megatron's finalize_model_grads needs its CUDA DDP buffers."""
+    params = [p for p in params if p.grad is not None]
+    if dist.get_world_size(tp_group()) > 1:
+        for p in params:
+            if getattr(p, "sequence_parallel", False):
+                dist.all_reduce(p.grad, group=tp_group())
+    if dp_size() > 1:
+        grads = [p.grad for p in params]
+        flat = torch._utils._flatten_dense_tensors(grads)
+        dist.all_reduce(flat, group=dp_group())
+        for grad, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
+
+
+def gather_vocab(logits: torch.Tensor) -> torch.Tensor:
+    """Concatenate vocab-parallel logits [..., V/TP] over the TP group -> [..., V] (no autograd).
+    megatron's own gather allocates on CUDA, which CPU runs lack."""
+    world = dist.get_world_size(tp_group())
+    if world == 1:
+        return logits
+    parts = [torch.empty_like(logits) for _ in range(world)]
+    dist.all_gather(parts, logits.contiguous(), group=tp_group())
+    return torch.cat(parts, dim=-1)

@@ -1,0 +1,143 @@
+"""FLMModel: the NeMo ModelPT that wires Lightning and exp_manager to the FLM functions.
+
+It does no math and no collectives itself: the network is built by model/builder.py, a step is
+training/step.py, data comes from data/datasets.py and process groups from parallel.py.
+Optimization is manual (one optimizer step per Lightning step, micro-batches inside), so the same
+step function runs on CPU and GPU and gradient clipping is TP-correct.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional
+
+import torch
+from lightning.pytorch import Trainer
+from nemo.core.classes import ModelPT
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+
+from nemo_flm import parallel
+from nemo_flm.config import load_model_config
+from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_prefixes
+from nemo_flm.data.sampler import PretrainingBatchSampler
+from nemo_flm.model.builder import build_model
+from nemo_flm.training.flops import train_flops_per_token
+from nemo_flm.training.optim import build_optimizer, build_scheduler
+from nemo_flm.training.step import eval_sums, train_step
+
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
+
+
+def _collate(samples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+    return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in BATCH_KEYS}
+
+
+class FLMModel(ModelPT):
+    def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
+        cfg = load_model_config(cfg)
+        super().__init__(cfg=cfg, trainer=trainer)
+        parallel.initialize(cfg.parallel, cfg.seed)
+        self.model = build_model(cfg)
+        self.automatic_optimization = False
+        self.consumed_samples = 0
+        self._flops_per_token = train_flops_per_token(cfg)
+        self._valid_langs: List[str] = []
+        self._val_sums: Dict[str, List[float]] = {}
+        self._last_step_time: Optional[float] = None
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, tokens: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
+                labels: Optional[torch.Tensor] = None, inference_context=None) -> torch.Tensor:
+        """Logits [b, s, vocab] (vocab-sharded under TP), or per-token losses with labels."""
+        if position_ids is None:
+            position_ids = torch.arange(tokens.shape[1], device=tokens.device)[None].expand_as(tokens)
+        return self.model(tokens, position_ids, None, labels=labels, inference_context=inference_context)
+
+    # -------------------------------------------------------------------- data
+    def setup_training_data(self, train_data_config: Any = None) -> None:
+        """Data comes from cfg.data and is built lazily in train_dataloader (after a resume)."""
+
+    def setup_validation_data(self, val_data_config: Any = None) -> None:
+        """Validation data comes from cfg.data; built lazily in val_dataloader."""
+
+    def _loader(self, dataset, sampler) -> DataLoader:
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=self.cfg.data.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        gbs = self.cfg.global_batch_size
+        total = self.trainer.max_steps * gbs
+        dataset = build_train_dataset(self.cfg.data, data_prefixes(self.cfg.data), self.cfg.seq_length, total)
+        sampler = PretrainingBatchSampler(total, self.consumed_samples, gbs, parallel.dp_rank(), parallel.dp_size())
+        return self._loader(dataset, sampler)
+
+    def val_dataloader(self) -> List[DataLoader]:
+        n = self.cfg.data.eval_samples
+        per_rank = max(1, self.cfg.micro_batch_size)
+        datasets = build_valid_datasets(self.cfg.data, data_prefixes(self.cfg.data), self.cfg.seq_length, n)
+        self._valid_langs = [lang for lang, ds in datasets.items() if ds is not None]
+        n_global = (n // (per_rank * parallel.dp_size())) * per_rank * parallel.dp_size()
+        return [
+            self._loader(datasets[lang], PretrainingBatchSampler(
+                min(n_global, len(datasets[lang])), 0, per_rank * parallel.dp_size(), parallel.dp_rank(), parallel.dp_size()))
+            for lang in self._valid_langs
+        ]
+
+    # ---------------------------------------------------------------- training
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.model, self.cfg.optim)
+        scheduler = build_scheduler(optimizer, self.cfg.optim, self.cfg.global_batch_size)
+        return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
+
+    def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        stats = train_step(self.model, batch, self.cfg.micro_batch_size, self.optimizers(), self.cfg.optim.clip_grad)
+        scheduler = self.lr_schedulers()
+        lr = scheduler.get_last_lr()[0]
+        scheduler.step()
+        self.consumed_samples += self.cfg.global_batch_size
+        now = time.perf_counter()
+        metrics = {"train_loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
+                   "consumed_samples": float(self.consumed_samples)}
+        if self._last_step_time is not None:
+            tokens_per_s = self.cfg.global_batch_size * self.cfg.seq_length / (now - self._last_step_time)
+            metrics["tokens_per_s"] = tokens_per_s
+            metrics["tflops_per_s"] = tokens_per_s * self._flops_per_token / 1e12
+        self._last_step_time = now
+        self.log_dict(metrics, prog_bar=False, batch_size=1)
+        self.log("loss", stats.loss, prog_bar=True, logger=False, batch_size=1)
+        if "tokens_per_s" in metrics:
+            self.log("tok/s", metrics["tokens_per_s"], prog_bar=True, logger=False, batch_size=1)
+        return torch.tensor(stats.loss)
+
+    # -------------------------------------------------------------- validation
+    def on_validation_epoch_start(self) -> None:
+        self._val_sums = {lang: [0.0, 0.0] for lang in self._valid_langs}
+
+    def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
+        loss, tokens = eval_sums(self.model, batch, self.cfg.micro_batch_size)
+        sums = self._val_sums[self._valid_langs[dataloader_idx]]
+        sums[0] += loss
+        sums[1] += tokens
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_sums:
+            return
+        sums = torch.tensor([self._val_sums[lang] for lang in self._valid_langs], dtype=torch.float64)
+        parallel.all_reduce(sums, parallel.dp_group())
+        metrics = {f"val_loss_{lang}": (s[0] / s[1].clamp_min(1)).item() for lang, s in zip(self._valid_langs, sums)}
+        metrics["val_loss"] = (sums[:, 0].sum() / sums[:, 1].sum().clamp_min(1)).item()
+        self.log_dict(metrics, prog_bar=False, batch_size=1)
+        self.log("val", metrics["val_loss"], prog_bar=True, logger=False, batch_size=1)
+        self._val_sums = {}
+        self._last_step_time = None  # validation time is not training throughput
+
+    # ------------------------------------------------------------- checkpoints
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["consumed_samples"] = self.consumed_samples
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self.consumed_samples = int(checkpoint.get("consumed_samples", 0))
+
+    @classmethod
+    def list_available_models(cls) -> List:
+        """No pretrained FLM checkpoints are published in NeMo format."""
+        return []

@@ -1,0 +1,73 @@
+"""AdamW with FLM's settings, NeMo's cosine schedule, and a TP-correct gradient clip.
+
+Weight decay applies to matrices (linear weights, embeddings, output layer) and not to biases or
+LayerNorm parameters. megatron-core's grad-norm helper is CUDA-only, so the norm is computed
+here: tensor-parallel shards count on every rank, replicated parameters on TP rank 0 only, and the
+squares are summed over the model-parallel group, so the norm equals the TP=1 norm.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Dict, Iterable, List
+
+import torch
+from megatron.core import parallel_state
+from nemo.core.optim.lr_scheduler import CosineAnnealing
+
+from nemo_flm import parallel
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: torch.nn.Module, optim: Any) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        param_groups(model, optim.weight_decay), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps
+    )
+
+
+def schedule_steps(optim: Any, global_batch_size: int) -> Dict[str, int]:
+    """Warmup and cosine-decay lengths in optimizer steps from the configured sample counts."""
+    return {
+        "warmup_steps": math.ceil(optim.lr_warmup_samples / global_batch_size),
+        "max_steps": max(1, math.ceil(optim.lr_decay_samples / global_batch_size)),
+    }
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, optim: Any, global_batch_size: int) -> CosineAnnealing:
+    """Linear warmup, cosine decay to min_lr over lr_decay_samples, then min_lr (NeMo's scheduler)."""
+    return CosineAnnealing(optimizer, min_lr=optim.min_lr, **schedule_steps(optim, global_batch_size))
+
+
+def _counts_on_this_rank(param: torch.Tensor) -> bool:
+    return getattr(param, "tensor_model_parallel", False) or parallel_state.get_tensor_model_parallel_rank() == 0
+
+
+def grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
+    """Global L2 norm of the gradients across the model-parallel group (fp32)."""
+    squares = torch.zeros((), dtype=torch.float32)
+    for param in params:
+        if param.grad is not None and _counts_on_this_rank(param):
+            squares = squares + param.grad.detach().float().pow(2).sum().cpu()
+    parallel.all_reduce(squares, parallel_state.get_model_parallel_group())
+    return squares.sqrt()
+
+
+def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
+    """Scale gradients so the global norm is at most max_norm; returns the norm before clipping."""
+    params = [p for p in params if p.grad is not None]
+    norm = grad_norm(params)
+    if max_norm > 0:
+        coeff = max_norm / (norm.item() + 1e-6)
+        if coeff < 1.0:
+            for param in params:
+                param.grad.mul_(coeff)
+    return norm

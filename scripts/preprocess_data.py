@@ -1,0 +1,30 @@
+"""Tokenize .txt/.jsonl text into a megatron indexed dataset (.bin/.idx) with FLM's tokenizer.
+
+    python scripts/preprocess_data.py --input data/en/ "more/*.jsonl" --output-prefix data/en_text
+
+.txt files: documents are separated by blank lines. .jsonl files: one document per line under
+--json-key. An EOD token (<|endoftext|>, 100256) ends every document.
+"""
+import argparse
+import sys
+
+from nemo_flm.data.preprocess import DataError, preprocess_files
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", nargs="+", required=True, help="files, directories or globs (.txt, .jsonl)")
+    parser.add_argument("--output-prefix", required=True, help="writes PREFIX.bin and PREFIX.idx")
+    parser.add_argument("--json-key", default="text", help="the text field of .jsonl records")
+    parser.add_argument("--workers", type=int, default=2, help="tokenizer processes")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing PREFIX.bin/.idx")
+    args = parser.parse_args()
+    try:
+        summary = preprocess_files(args.input, args.output_prefix, args.json_key, args.workers, args.overwrite)
+    except DataError as err:
+        sys.exit(f"error: {err}")
+    print(f"wrote {args.output_prefix}.bin/.idx: {summary.line()}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""TP=2 on CPU (two gloo processes) gives the TP=1 logits, loss and gradient norm."""
+import pytest
+import torch
+
+from tests.conftest import tiny_cfg
+from tests.helpers import run_ranks
+
+SEQ = 32
+
+
+def _inputs(cfg):
+    g = torch.Generator().manual_seed(7)
+    tokens = torch.randint(0, cfg.vocab_size, (2, SEQ), generator=g)
+    labels = torch.randint(0, cfg.vocab_size, (2, SEQ), generator=g)
+    return tokens, torch.arange(SEQ)[None].expand(2, -1), labels
+
+
+def _forward_backward(cfg):
+    """Gathered logits, mean loss and global grad norm of a freshly built, seeded model."""
+    from nemo_flm import parallel
+    from nemo_flm.model.builder import build_model
+    from nemo_flm.training.optim import grad_norm
+
+    parallel.seed_everything(cfg.seed)
+    model = build_model(cfg)
+    with torch.no_grad():  # give biases and LayerNorms non-trivial values, identically on every rank
+        g = torch.Generator().manual_seed(3)
+        for _, p in model.named_parameters():
+            if p.ndim == 1 and not getattr(p, "tensor_model_parallel", False):
+                p.add_(torch.randn(p.shape, generator=g) * 0.1)
+    tokens, positions, labels = _inputs(cfg)
+    logits = parallel.gather_vocab(model(tokens, positions, None).detach())
+    loss = model(tokens, positions, None, labels=labels).mean()
+    loss.backward()
+    parallel.reduce_grads(list(model.parameters()))
+    return logits.detach(), loss.detach(), grad_norm(model.parameters())
+
+
+def _rank(rank, overrides, out_path):
+    from nemo_flm import parallel
+
+    cfg = tiny_cfg(**overrides)
+    parallel.initialize(cfg.parallel, cfg.seed)
+    logits, loss, norm = _forward_backward(cfg)
+    if rank == 0:
+        torch.save({"logits": logits, "loss": loss, "norm": norm}, out_path)
+    parallel.shutdown()
+
+
+def test_tp2_matches_tp1(single_process, tmp_path):
+    par = {"tensor_model_parallel_size": 2}
+    run_ranks(2, _rank, {"parallel": par, "seq_length": SEQ}, str(tmp_path / "tp2.pt"))
+    tp2 = torch.load(tmp_path / "tp2.pt")
+    logits, loss, norm = _forward_backward(tiny_cfg(seq_length=SEQ))
+    torch.testing.assert_close(tp2["logits"], logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tp2["loss"], loss, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(tp2["norm"], norm, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,57 @@
+"""Each config validation error is one line naming the problem, raised before anything is built."""
+import pytest
+
+from nemo_flm.config import ConfigError, load_model_config, padded_vocab_size
+
+
+def _load(**overrides):
+    parallel = overrides.pop("parallel", {})
+    return load_model_config({**overrides, "parallel": parallel})
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"hidden_size": 100, "num_attention_heads": 3}, "not divisible by num_attention_heads"),
+        ({"hidden_size": 60, "num_attention_heads": 4, "ffn_hidden_size": 240}, "head dim 15 must be even"),
+        ({"parallel": {"tensor_model_parallel_size": 3}}, "not divisible by tensor_model_parallel_size 3"),
+        ({"num_layers": 3, "parallel": {"pipeline_model_parallel_size": 2}}, "num_layers 3 is not divisible"),
+        ({"seq_length": 1}, "seq_length must be >= 2"),
+        ({"make_vocab_size_divisible_by": 0}, "make_vocab_size_divisible_by must be >= 1"),
+        ({"position_embedding": "alibi"}, "position_embedding must be"),
+        ({"attention_backend": "te"}, "attention_backend 'te' goes with transformer_impl"),
+        ({"parallel": {"sequence_parallel": True}}, "sequence_parallel needs tensor_model_parallel_size > 1"),
+        ({"global_batch_size": 6, "micro_batch_size": 4}, "not a multiple of micro_batch_size"),
+        ({"data": {"prefixes": {"en": "/nonexistent/en"}, "weights": {"en": 1.0}}}, "not found: run scripts/preprocess_data.py"),
+        ({"data": {"split": "98,2"}}, "data.split must be three numbers"),
+        ({"optim": {"lr": 1e-6, "min_lr": 1e-5}}, "optim.lr"),
+        ({"no_such_key": 1}, "no_such_key"),
+        ({"num_layers": "many"}, "num_layers"),
+    ],
+)
+def test_bad_config_is_a_one_line_error(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        _load(**overrides)
+    text = str(err.value)
+    assert message in text
+    assert "\n" not in text
+
+
+def test_vocab_is_padded_to_128_times_tp():
+    assert padded_vocab_size(_load()) == 100352
+    assert padded_vocab_size(_load(parallel={"tensor_model_parallel_size": 2})) == 100352
+    assert padded_vocab_size(_load(hidden_size=96, num_attention_heads=6, parallel={"tensor_model_parallel_size": 3})) == 100608
+
+
+def test_train_script_reports_config_errors_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    script = __import__("pathlib").Path(__file__).parents[2] / "scripts" / "train.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "model.num_attention_heads=3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode != 0
+    assert "config error: hidden_size 128 is not divisible by num_attention_heads 3" in out.stderr
+    assert not (tmp_path / "nemo_experiments").exists()
