@@ -22,13 +22,13 @@ def initialize(par: Any, seed: int = 1234) -> None:
     """Start torch.distributed (gloo on CPU, one process if not launched by torchrun) and megatron's
     tensor/pipeline/data groups. Idempotent for the same layout."""
     if not dist.is_initialized():
-        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
-        rank = int(os.environ.get("RANK", 0))
         world = int(os.environ.get("WORLD_SIZE", 1))
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(_backend(par.backend), rank=rank, world_size=world)
+        if world == 1:  # a lone process needs no rendezvous port
+            dist.init_process_group(_backend(par.backend), store=dist.HashStore(), rank=0, world_size=1)
+        else:  # launched by torchrun: MASTER_ADDR/MASTER_PORT/RANK from the environment
+            dist.init_process_group(_backend(par.backend), rank=int(os.environ["RANK"]), world_size=world)
     world = dist.get_world_size()
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     if world % (tp * pp) != 0:

@@ -1,20 +1,20 @@
 """A resumable pre-training batch sampler (NeMo 3.0 no longer ships Megatron's).
 
 Samples are consumed in order, one global batch per step; data-parallel rank r takes its
-contiguous slice of each global batch. Starting at `consumed_samples` makes a resumed run continue
-exactly where the interrupted one stopped: no sample repeated, none skipped.
+contiguous slice of each global batch. Every `iter()` starts at the live consumed-sample count
+(read through a callable, because Lightning may re-create iterators when it resumes), so a resumed
+run continues exactly where the interrupted one stopped: no sample repeated, none skipped.
 """
 from __future__ import annotations
 
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 
 class PretrainingBatchSampler:
-    def __init__(self, total_samples: int, consumed_samples: int, global_batch_size: int, dp_rank: int, dp_size: int):
+    def __init__(self, total_samples: int, consumed_samples: Callable[[], int], global_batch_size: int,
+                 dp_rank: int, dp_size: int):
         if global_batch_size % dp_size:
             raise ValueError(f"global batch {global_batch_size} is not divisible by data-parallel size {dp_size}")
-        if consumed_samples > total_samples:
-            raise ValueError(f"consumed samples {consumed_samples} exceed the dataset's {total_samples}")
         self.total_samples = total_samples
         self.consumed_samples = consumed_samples
         self.global_batch_size = global_batch_size
@@ -22,10 +22,10 @@ class PretrainingBatchSampler:
         self.dp_rank = dp_rank
 
     def __len__(self) -> int:
-        return (self.total_samples - self.consumed_samples) // self.global_batch_size
+        return max(0, self.total_samples - self.consumed_samples()) // self.global_batch_size
 
     def __iter__(self) -> Iterator[List[int]]:
-        start = self.consumed_samples + self.dp_rank * self.local_batch_size
+        start = self.consumed_samples() + self.dp_rank * self.local_batch_size
         for _ in range(len(self)):
             yield list(range(start, start + self.local_batch_size))
             start += self.global_batch_size

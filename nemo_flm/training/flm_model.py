@@ -7,6 +7,7 @@ step function runs on CPU and GPU and gradient clipping is TP-correct.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Dict, List, Optional
 
@@ -67,7 +68,7 @@ class FLMModel(ModelPT):
         gbs = self.cfg.global_batch_size
         total = self.trainer.max_steps * gbs
         dataset = build_train_dataset(self.cfg.data, data_prefixes(self.cfg.data), self.cfg.seq_length, total)
-        sampler = PretrainingBatchSampler(total, self.consumed_samples, gbs, parallel.dp_rank(), parallel.dp_size())
+        sampler = PretrainingBatchSampler(total, lambda: self.consumed_samples, gbs, parallel.dp_rank(), parallel.dp_size())
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> List[DataLoader]:
@@ -76,9 +77,10 @@ class FLMModel(ModelPT):
         datasets = build_valid_datasets(self.cfg.data, data_prefixes(self.cfg.data), self.cfg.seq_length, n)
         self._valid_langs = [lang for lang, ds in datasets.items() if ds is not None]
         n_global = (n // (per_rank * parallel.dp_size())) * per_rank * parallel.dp_size()
+        batch = per_rank * parallel.dp_size()
         return [
             self._loader(datasets[lang], PretrainingBatchSampler(
-                min(n_global, len(datasets[lang])), 0, per_rank * parallel.dp_size(), parallel.dp_rank(), parallel.dp_size()))
+                min(n_global, len(datasets[lang])), lambda: 0, batch, parallel.dp_rank(), parallel.dp_size()))
             for lang in self._valid_langs
         ]
 
@@ -136,6 +138,16 @@ class FLMModel(ModelPT):
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self.consumed_samples = int(checkpoint.get("consumed_samples", 0))
+
+    def save_to(self, save_path: str) -> None:
+        """Write the .nemo under a temporary name and rename it when complete."""
+        tmp = f"{save_path}.partial{os.getpid()}"
+        try:
+            super().save_to(tmp)
+            os.replace(tmp, save_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
 
     @classmethod
     def list_available_models(cls) -> List:
