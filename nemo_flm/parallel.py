@@ -29,14 +29,14 @@ def initialize(par: Any, seed: int = 1234) -> None:
             dist.init_process_group(_backend(par.backend), store=dist.HashStore(), rank=0, world_size=1)
         else:  # launched by torchrun: MASTER_ADDR/MASTER_PORT/RANK from the environment
             dist.init_process_group(_backend(par.backend), rank=int(os.environ["RANK"]), world_size=world)
-    world = dist.get_world_size()
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
-    if world % (tp * pp) != 0:
-        raise ValueError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes")
     if pp > 1 and not torch.cuda.is_available():
         raise NotImplementedError(
             "pipeline_model_parallel_size > 1 needs GPUs (megatron's schedules are CUDA-only): use PP=1 on CPU"
         )
+    world = dist.get_world_size()
+    if world % (tp * pp) != 0:
+        raise ValueError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes")
     if parallel_state.model_parallel_is_initialized():
         if (parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_pipeline_model_parallel_world_size()) == (tp, pp):
             seed_everything(seed)

@@ -2,15 +2,15 @@
 
 FLM's HF config multiplies the embedding output by `input_mult` and the logits by
 `output_mult / mup_scale_factor` when `use_mup` is on (FLM_REFERENCE §2). GPTModel has no such
-hooks, so the embedding output is computed here and handed in as `decoder_input`, and the logits
-are scaled on the way out; the per-token loss is taken on the scaled, vocab-parallel logits.
+hooks: the embedding output is computed here and handed in as `decoder_input`, and the final
+hidden states are scaled on their way into the (bias-free, linear) output layer, which scales the
+logits exactly while megatron keeps computing logits and loss in its own [s, b, v] layout.
 """
 from __future__ import annotations
 
 from typing import Optional
 
 from megatron.core.models.gpt import GPTModel
-from megatron.core.tensor_parallel import vocab_parallel_cross_entropy
 from torch import Tensor
 
 
@@ -38,19 +38,19 @@ class FLMGPTModel(GPTModel):
             runtime_gather_output = True
         if self.pre_process and decoder_input is None and self.input_mult != 1.0:
             decoder_input = self.embedding(input_ids=input_ids, position_ids=position_ids) * self.input_mult
-        out = super().forward(
+        return super().forward(
             input_ids,
             position_ids,
             attention_mask,
             decoder_input=decoder_input,
+            labels=labels,
             inference_context=inference_context,
             runtime_gather_output=runtime_gather_output,
             **kwargs,
         )
-        if not self.post_process:
-            return out  # hidden states for the next pipeline stage
-        if self.logit_scale != 1.0:
-            out = out * self.logit_scale
-        if labels is None:
-            return out
-        return vocab_parallel_cross_entropy(out.float(), labels)
+
+    def _postprocess(self, hidden_states: Tensor, **kwargs):
+        """Scale the final hidden states by the logit multiplier before the output layer."""
+        if self.post_process and self.logit_scale != 1.0:
+            hidden_states = hidden_states * self.logit_scale
+        return super()._postprocess(hidden_states=hidden_states, **kwargs)

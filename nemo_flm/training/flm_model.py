@@ -45,6 +45,7 @@ class FLMModel(ModelPT):
         self._valid_langs: List[str] = []
         self._val_sums: Dict[str, List[float]] = {}
         self._last_step_time: Optional[float] = None
+        self._data_prefixes: Optional[Dict[str, str]] = None
 
     # ----------------------------------------------------------------- forward
     def forward(self, tokens: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
@@ -64,23 +65,28 @@ class FLMModel(ModelPT):
     def _loader(self, dataset, sampler) -> DataLoader:
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=self.cfg.data.num_workers)
 
+    def _prefixes(self) -> Dict[str, str]:
+        """Language -> indexed-dataset prefix; the built-in corpus is preprocessed once here."""
+        if self._data_prefixes is None:
+            self._data_prefixes = data_prefixes(self.cfg.data)
+        return self._data_prefixes
+
     def train_dataloader(self) -> DataLoader:
         gbs = self.cfg.global_batch_size
         total = self.trainer.max_steps * gbs
-        dataset = build_train_dataset(self.cfg.data, data_prefixes(self.cfg.data), self.cfg.seq_length, total)
+        dataset = build_train_dataset(self.cfg.data, self._prefixes(), self.cfg.seq_length, total)
         sampler = PretrainingBatchSampler(total, lambda: self.consumed_samples, gbs, parallel.dp_rank(), parallel.dp_size())
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> List[DataLoader]:
+        """One loader per language, the first eval_samples of its validation split, every time."""
         n = self.cfg.data.eval_samples
-        per_rank = max(1, self.cfg.micro_batch_size)
-        datasets = build_valid_datasets(self.cfg.data, data_prefixes(self.cfg.data), self.cfg.seq_length, n)
+        batch = self.cfg.micro_batch_size * parallel.dp_size()
+        datasets = build_valid_datasets(self.cfg.data, self._prefixes(), self.cfg.seq_length, n)
         self._valid_langs = [lang for lang, ds in datasets.items() if ds is not None]
-        n_global = (n // (per_rank * parallel.dp_size())) * per_rank * parallel.dp_size()
-        batch = per_rank * parallel.dp_size()
         return [
             self._loader(datasets[lang], PretrainingBatchSampler(
-                min(n_global, len(datasets[lang])), lambda: 0, batch, parallel.dp_rank(), parallel.dp_size()))
+                min(n, len(datasets[lang])), lambda: 0, batch, parallel.dp_rank(), parallel.dp_size()))
             for lang in self._valid_langs
         ]
 

@@ -55,3 +55,25 @@ def test_train_script_reports_config_errors_in_one_line(tmp_path):
     assert out.returncode != 0
     assert "config error: hidden_size 128 is not divisible by num_attention_heads 3" in out.stderr
     assert not (tmp_path / "nemo_experiments").exists()
+
+
+def test_missing_backends_are_one_line_errors(build):
+    from nemo_flm import compat
+
+    if compat.HAVE_CUDA:
+        pytest.skip("this machine has CUDA; the error is for CPU-only machines")
+    with pytest.raises(RuntimeError, match="needs Transformer Engine and a CUDA GPU"):
+        build(transformer_impl="transformer_engine", attention_backend="te")
+    with pytest.raises(RuntimeError, match="needs flash-attn and a CUDA GPU"):
+        build(attention_backend="flash_attn")
+
+
+def test_pipeline_parallel_on_cpu_is_a_clear_error(single_process):
+    import torch
+
+    from nemo_flm import parallel
+
+    if torch.cuda.is_available():
+        pytest.skip("pipeline parallelism is allowed on GPUs")
+    with pytest.raises(NotImplementedError, match="pipeline_model_parallel_size > 1 needs GPUs"):
+        parallel.initialize(_load(parallel={"pipeline_model_parallel_size": 2}).parallel)

@@ -1,0 +1,50 @@
+"""The real FLM stage configs compose, validate and have the expected sizes (built on meta)."""
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from nemo_flm.config import load_model_config, register_schema
+from nemo_flm.model.builder import build_model
+
+CONF = str(Path(__file__).parents[2] / "conf")
+
+# (config, global batch, TP, PP, start LR, non-embedding parameters in billions)
+STAGES = [
+    ("flm_16b", 2304, 2, 1, 4e-4, 16.11),
+    ("flm_51b", 2304, 4, 2, 3.4e-4, 49.34),
+    ("flm_101b", 2160, 4, 4, 2e-4, 100.67),
+]
+
+
+def _compose(name):
+    register_schema()
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose(name)
+
+
+@pytest.mark.parametrize("name, gbs, tp, pp, lr, billions", STAGES)
+def test_stage_config_and_parameter_count(single_process, name, gbs, tp, pp, lr, billions):
+    cfg = load_model_config(_compose(name).model)
+    assert (cfg.global_batch_size, cfg.parallel.tensor_model_parallel_size, cfg.parallel.pipeline_model_parallel_size) == (gbs, tp, pp)
+    assert cfg.optim.lr == lr and cfg.optim.min_lr == 6e-6 and cfg.seq_length == 2048
+    assert cfg.num_layers == 80 and cfg.hidden_size // cfg.num_attention_heads == 128
+    cfg.parallel.tensor_model_parallel_size = cfg.parallel.pipeline_model_parallel_size = 1  # count the whole model
+    with torch.device("meta"):
+        model = build_model(cfg)
+    total = sum(p.numel() for p in model.parameters())
+    embeddings = model.embedding.word_embeddings.weight.numel() + model.output_layer.weight.numel()
+    assert model.embedding.word_embeddings.weight.shape[0] == 100352
+    assert (total - embeddings) / 1e9 == pytest.approx(billions, abs=0.01)
+
+
+def test_101b_matches_the_published_shape(single_process):
+    cfg = load_model_config(_compose("flm_101b").model)
+    assert (cfg.hidden_size, cfg.num_attention_heads, cfg.ffn_hidden_size) == (10240, 80, 40960)
+    assert cfg.use_mup and cfg.output_mult == 2.0 and cfg.mup_scale_factor == 40.0 and cfg.mup_base_width == 256
+
+
+def test_default_config_composes():
+    cfg = load_model_config(_compose("flm_tiny").model)
+    assert cfg.num_layers == 4 and cfg.position_embedding == "xpos"
