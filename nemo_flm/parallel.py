@@ -34,6 +34,10 @@ def initialize(par: Any, seed: int = 1234) -> None:
         raise NotImplementedError(
             "pipeline_model_parallel_size > 1 needs GPUs (megatron's schedules are CUDA-only): use PP=1 on CPU"
         )
+    if par.sequence_parallel and not torch.cuda.is_available():
+        raise NotImplementedError(
+            "sequence_parallel needs GPUs (megatron's sequence-parallel collectives allocate on CUDA): turn it off on CPU"
+        )
     world = dist.get_world_size()
     if world % (tp * pp) != 0:
         raise ValueError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes")

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from lightning.pytorch import Trainer
 from nemo.core.classes import ModelPT
+from nemo.utils.get_rank import is_global_rank_zero
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -146,7 +147,10 @@ class FLMModel(ModelPT):
         self.consumed_samples = int(checkpoint.get("consumed_samples", 0))
 
     def save_to(self, save_path: str) -> None:
-        """Write the .nemo under a temporary name and rename it when complete."""
+        """Write the .nemo under a temporary name and rename it when complete (global rank 0 only,
+        like NeMo's own save_to)."""
+        if not is_global_rank_zero():
+            return
         tmp = f"{save_path}.partial{os.getpid()}"
         try:
             super().save_to(tmp)

@@ -68,7 +68,7 @@ def test_missing_backends_are_one_line_errors(build):
         build(attention_backend="flash_attn")
 
 
-def test_pipeline_parallel_on_cpu_is_a_clear_error(single_process):
+def test_pipeline_and_sequence_parallel_on_cpu_are_clear_errors(single_process):
     import torch
 
     from nemo_flm import parallel
@@ -77,3 +77,5 @@ def test_pipeline_parallel_on_cpu_is_a_clear_error(single_process):
         pytest.skip("pipeline parallelism is allowed on GPUs")
     with pytest.raises(NotImplementedError, match="pipeline_model_parallel_size > 1 needs GPUs"):
         parallel.initialize(_load(parallel={"pipeline_model_parallel_size": 2}).parallel)
+    with pytest.raises(NotImplementedError, match="sequence_parallel needs GPUs"):
+        parallel.initialize(_load(parallel={"tensor_model_parallel_size": 2, "sequence_parallel": True}).parallel)
