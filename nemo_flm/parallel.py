@@ -122,3 +122,15 @@ def gather_vocab(logits: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(logits) for _ in range(world)]
     dist.all_gather(parts, logits.contiguous(), group=tp_group())
     return torch.cat(parts, dim=-1)
+
+
+def rank_zero_first(fn):
+    """Run fn on global rank 0, then on the other ranks (e.g. building a shared on-disk cache once)."""
+    if dist.get_world_size() == 1:
+        return fn()
+    if dist.get_rank() == 0:
+        result = fn()
+        dist.barrier()
+        return result
+    dist.barrier()
+    return fn()

@@ -69,7 +69,7 @@ class FLMModel(ModelPT):
     def _prefixes(self) -> Dict[str, str]:
         """Language -> indexed-dataset prefix; the built-in corpus is preprocessed once here."""
         if self._data_prefixes is None:
-            self._data_prefixes = data_prefixes(self.cfg.data)
+            self._data_prefixes = parallel.rank_zero_first(lambda: data_prefixes(self.cfg.data))
         return self._data_prefixes
 
     def train_dataloader(self) -> DataLoader:
