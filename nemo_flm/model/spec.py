@@ -23,32 +23,35 @@ from nemo_flm.model.layernorm import FLMLayerNorm
 from nemo_flm.model.xpos import PositionConfig
 
 
-def _local_layer(positions: PositionConfig, attention_backend: str) -> ModuleSpec:
-    core_attention = FlashAttention if attention_backend == "flash_attn" else SDPAttention
+def _layer(positions: PositionConfig, norm, qkv, core_attention, proj, fc1, fc2) -> ModuleSpec:
+    """A pre-LN GPT block from its leaves; `norm` is IdentityOp where the linear fuses its LayerNorm."""
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
-            input_layernorm=FLMLayerNorm,
+            input_layernorm=norm,
             self_attention=ModuleSpec(
                 module=FLMSelfAttention,
                 params={"attn_mask_type": AttnMaskType.causal, "positions": positions},
                 submodules=SelfAttentionSubmodules(
-                    linear_qkv=ColumnParallelLinear,
+                    linear_qkv=qkv,
                     core_attention=core_attention,
-                    linear_proj=RowParallelLinear,
+                    linear_proj=proj,
                     q_layernorm=IdentityOp,
                     k_layernorm=IdentityOp,
                 ),
             ),
             self_attn_bda=get_bias_dropout_add,
-            pre_mlp_layernorm=FLMLayerNorm,
-            mlp=ModuleSpec(
-                module=MLP,
-                submodules=MLPSubmodules(linear_fc1=ColumnParallelLinear, linear_fc2=RowParallelLinear),
-            ),
+            pre_mlp_layernorm=norm,
+            mlp=ModuleSpec(module=MLP, submodules=MLPSubmodules(linear_fc1=fc1, linear_fc2=fc2)),
             mlp_bda=get_bias_dropout_add,
         ),
     )
+
+
+def _local_layer(positions: PositionConfig, attention_backend: str) -> ModuleSpec:
+    core_attention = FlashAttention if attention_backend == "flash_attn" else SDPAttention
+    return _layer(positions, FLMLayerNorm, ColumnParallelLinear, core_attention, RowParallelLinear,
+                  ColumnParallelLinear, RowParallelLinear)
 
 
 def _te_layer(positions: PositionConfig) -> ModuleSpec:
@@ -59,30 +62,8 @@ def _te_layer(positions: PositionConfig) -> ModuleSpec:
         TERowParallelLinear,
     )
 
-    return ModuleSpec(
-        module=TransformerLayer,
-        submodules=TransformerLayerSubmodules(
-            self_attention=ModuleSpec(
-                module=FLMSelfAttention,
-                params={"attn_mask_type": AttnMaskType.causal, "positions": positions},
-                submodules=SelfAttentionSubmodules(
-                    linear_qkv=TELayerNormColumnParallelLinear,
-                    core_attention=TEDotProductAttention,
-                    linear_proj=TERowParallelLinear,
-                    q_layernorm=IdentityOp,
-                    k_layernorm=IdentityOp,
-                ),
-            ),
-            self_attn_bda=get_bias_dropout_add,
-            mlp=ModuleSpec(
-                module=MLP,
-                submodules=MLPSubmodules(
-                    linear_fc1=TELayerNormColumnParallelLinear, linear_fc2=TERowParallelLinear
-                ),
-            ),
-            mlp_bda=get_bias_dropout_add,
-        ),
-    )
+    return _layer(positions, IdentityOp, TELayerNormColumnParallelLinear, TEDotProductAttention,
+                  TERowParallelLinear, TELayerNormColumnParallelLinear, TERowParallelLinear)
 
 
 def flm_layer_spec(positions: PositionConfig, transformer_impl: str = "local",
