@@ -97,7 +97,7 @@ class ModelConfig:
     # backends
     transformer_impl: str = "local"  # local | transformer_engine
     attention_backend: str = "sdpa"  # sdpa | flash_attn | te
-    params_dtype: str = "fp32"  # fp32 | bf16
+    params_dtype: str = "fp32"  # fp32 | bf16 | fp64 (fp64: CPU exactness checks)
     # batch
     micro_batch_size: int = 2
     global_batch_size: int = 8
@@ -209,7 +209,7 @@ def validate(cfg: Any) -> None:
         (cfg.attention_backend == "te") == (cfg.transformer_impl == "transformer_engine"),
         "attention_backend 'te' goes with transformer_impl 'transformer_engine' and only with it",
     )
-    _require(cfg.params_dtype in ("fp32", "bf16"), f"params_dtype must be fp32 or bf16")
+    _require(cfg.params_dtype in ("fp32", "bf16", "fp64"), f"params_dtype must be fp32, bf16 or fp64, got '{cfg.params_dtype}'")
     _require(
         not cfg.parallel.sequence_parallel or tp > 1,
         "sequence_parallel needs tensor_model_parallel_size > 1: turn it off or raise TP",

@@ -134,3 +134,7 @@ def rank_zero_first(fn):
         return result
     dist.barrier()
     return fn()
+
+
+def tp_world_size() -> int:
+    return parallel_state.get_tensor_model_parallel_world_size()

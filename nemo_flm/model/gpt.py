@@ -15,10 +15,11 @@ from torch import Tensor
 
 
 class FLMGPTModel(GPTModel):
-    def __init__(self, *args, input_mult: float = 1.0, logit_scale: float = 1.0, **kwargs):
+    def __init__(self, *args, input_mult: float = 1.0, logit_scale: float = 1.0, growth_masks=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.input_mult = input_mult
         self.logit_scale = logit_scale
+        self.growth_masks = growth_masks  # MSG ramp: the embedding output is masked on new coordinates
 
     def forward(
         self,
@@ -36,8 +37,11 @@ class FLMGPTModel(GPTModel):
         With an inference context the logits are gathered over TP (megatron requires it)."""
         if inference_context is not None and runtime_gather_output is None:
             runtime_gather_output = True
-        if self.pre_process and decoder_input is None and self.input_mult != 1.0:
+        if self.pre_process and decoder_input is None and (self.input_mult != 1.0 or self.growth_masks is not None):
             decoder_input = self.embedding(input_ids=input_ids, position_ids=position_ids) * self.input_mult
+            mask = self.growth_masks.hidden(decoder_input) if self.growth_masks is not None else None
+            if mask is not None:
+                decoder_input = decoder_input * mask
         return super().forward(
             input_ids,
             position_ids,

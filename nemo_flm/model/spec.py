@@ -77,3 +77,21 @@ def flm_layer_spec(positions: PositionConfig, transformer_impl: str = "local",
 def flm_block_spec(layer: ModuleSpec, num_layers_in_stage: int) -> TransformerBlockSubmodules:
     """The decoder block: the layers of this pipeline stage plus FLM's final LayerNorm."""
     return TransformerBlockSubmodules(layer_specs=[layer] * num_layers_in_stage, layer_norm=FLMLayerNorm)
+
+
+def growth_block_spec(positions: PositionConfig, masks, attention_backend: str = "sdpa") -> TransformerBlockSubmodules:
+    """The decoder block during an MSG ramp: masked leaves (growth/masks.py) in the unfused local
+    spec, one layer spec per layer so new layers know they are new. Single pipeline stage."""
+    from nemo_flm.growth.masks import MaskedFC1, MaskedLayerNorm, MaskedQKV, MaskedResidualOut
+
+    def leaf(module, **params):
+        return ModuleSpec(module=module, params={"masks": masks, **params})
+
+    core_attention = FlashAttention if attention_backend == "flash_attn" else SDPAttention
+    layers = [
+        _layer(positions, leaf(MaskedLayerNorm), leaf(MaskedQKV), core_attention,
+               leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers), leaf(MaskedFC1),
+               leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers))
+        for i in range(len(masks.plan.source))
+    ]
+    return TransformerBlockSubmodules(layer_specs=layers, layer_norm=leaf(MaskedLayerNorm))

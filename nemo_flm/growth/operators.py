@@ -1,0 +1,129 @@
+"""MSG growth operators on full (TP=1 layout) megatron state dicts: (state, plan) -> new state.
+
+Every parameter's dimensions have a logical kind. The old tensor goes into the top-left block of
+each logical axis — per q/k/v head for the fused qkv (megatron interleaves [q|k|v] per head) and
+per head for the attention output projection — and new entries come from `fill`: N(0, std) for
+weight matrices, 0 for biases, 1/0 for LayerNorm gamma/beta (the MSG code's rule). With masks at
+c = 0 the grown model computes the old function whatever the new entries hold (growth/masks.py).
+The same operator with zero fill grows Adam moments (the MSG optimizer rule).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from nemo_flm.growth.plan import GrowthPlan
+
+LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
+
+# logical axes of each parameter, by name within the model or within a layer
+AXES: Dict[str, Tuple[str, ...]] = {
+    "embedding.word_embeddings.weight": ("vocab", "hidden"),
+    "output_layer.weight": ("vocab", "hidden"),
+    "decoder.final_layernorm.weight": ("hidden",),
+    "decoder.final_layernorm.bias": ("hidden",),
+    "input_layernorm.weight": ("hidden",),
+    "input_layernorm.bias": ("hidden",),
+    "pre_mlp_layernorm.weight": ("hidden",),
+    "pre_mlp_layernorm.bias": ("hidden",),
+    "self_attention.linear_qkv.weight": ("qkv", "hidden"),
+    "self_attention.linear_qkv.bias": ("qkv",),
+    "self_attention.linear_proj.weight": ("hidden", "heads"),
+    "self_attention.linear_proj.bias": ("hidden",),
+    "mlp.linear_fc1.weight": ("ffn", "hidden"),
+    "mlp.linear_fc1.bias": ("ffn",),
+    "mlp.linear_fc2.weight": ("hidden", "ffn"),
+    "mlp.linear_fc2.bias": ("hidden",),
+}
+
+Fill = Callable[[str, torch.Size, torch.dtype], Tensor]
+
+
+def _axis_shapes(axis: str, plan: GrowthPlan, vocab: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
+    """(old, new) logical shape of one axis; qkv is [heads, 3, head_dim], heads is [heads, head_dim]."""
+    d = plan.head_dim
+    return {
+        "vocab": ((vocab,), (vocab,)),
+        "hidden": ((plan.old_hidden,), (plan.new_hidden,)),
+        "ffn": ((plan.old_ffn,), (plan.new_ffn,)),
+        "qkv": ((plan.old_heads, 3, d), (plan.new_heads, 3, d)),
+        "heads": ((plan.old_heads, d), (plan.new_heads, d)),
+    }[axis]
+
+
+def grow_tensor(old: Tensor, axes: Tuple[str, ...], plan: GrowthPlan, new: Tensor) -> Tensor:
+    """Copy `old` into the top-left block of `new` (already filled) along each logical axis."""
+    vocab = old.shape[0] if axes[0] == "vocab" else 0
+    old_view, new_view, block = [], [], []
+    for axis in axes:
+        o, n = _axis_shapes(axis, plan, vocab)
+        old_view += o
+        new_view += n
+        block += [slice(0, size) for size in o]
+    new.view(new_view)[tuple(block)] = old.reshape(old_view).to(new.dtype)
+    return new
+
+
+def default_fill(std: float, generator: Optional[torch.Generator] = None) -> Fill:
+    """MSG's initialisation of new entries: N(0, std) matrices, zero biases, LayerNorm (1, 0)."""
+
+    def fill(name: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+        if "layernorm" in name and name.endswith("weight"):
+            return torch.ones(shape, dtype=dtype)
+        if len(shape) == 1:
+            return torch.zeros(shape, dtype=dtype)
+        return (torch.randn(shape, generator=generator, dtype=torch.float32) * std).to(dtype)
+
+    return fill
+
+
+def zero_fill(name: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:
+    return torch.zeros(shape, dtype=dtype)
+
+
+def _new_shape(axes: Tuple[str, ...], plan: GrowthPlan, vocab: int) -> torch.Size:
+    dims = []
+    for axis in axes:
+        size = 1
+        for s in _axis_shapes(axis, plan, vocab)[1]:
+            size *= s
+        dims.append(size)
+    return torch.Size(dims)
+
+
+def _split(name: str) -> Tuple[Optional[int], str]:
+    match = LAYER.match(name)
+    return (int(match.group(1)), match.group(2)) if match else (None, name)
+
+
+def grow_state_dict(state: Dict[str, Tensor], plan: GrowthPlan, fill: Fill) -> Dict[str, Tensor]:
+    """The grown state dict; non-parameter entries (megatron's `_extra_state`) are carried over."""
+    old_layers: Dict[int, Dict[str, object]] = {}
+    out: Dict[str, object] = {}
+    for name, value in state.items():
+        layer, local = _split(name)
+        if layer is not None:
+            old_layers.setdefault(layer, {})[local] = value
+        else:
+            out[name] = _grow_entry(name, name, value, plan, fill)
+    for new_index, source in enumerate(plan.source):
+        template = old_layers[source if source is not None else 0]
+        for local, value in template.items():
+            name = f"decoder.layers.{new_index}.{local}"
+            if source is None and torch.is_tensor(value) and local in AXES:
+                out[name] = fill(name, _new_shape(AXES[local], plan, 0), value.dtype)
+            else:
+                out[name] = _grow_entry(name, local, value, plan, fill)
+    return out
+
+
+def _grow_entry(name: str, local: str, value, plan: GrowthPlan, fill: Fill):
+    if not torch.is_tensor(value) or local not in AXES:
+        return value
+    axes = AXES[local]
+    vocab = value.shape[0] if axes[0] == "vocab" else 0
+    new = fill(name, _new_shape(axes, plan, vocab), value.dtype)
+    return grow_tensor(value, axes, plan, new)

@@ -1,0 +1,80 @@
+"""What one growth event changes: old and new sizes, and which layers are new.
+
+A `GrowthPlan` is derived from two model configs (a stage change grows whatever differs) and a
+depth mode. It is plain data, shared by the state-dict operators and the masked modules.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List
+
+from nemo_flm.config import ConfigError, ffn_size
+
+DEPTH_MODES = ("stack", "interleave", "random")
+
+
+@dataclass
+class GrowthPlan:
+    old_hidden: int
+    new_hidden: int
+    old_ffn: int
+    new_ffn: int
+    old_heads: int
+    new_heads: int
+    head_dim: int
+    # source[j] = the old layer that new-model layer j is (or copies); None = a fresh random layer
+    source: List[Any] = field(default_factory=list)
+    new_layers: List[int] = field(default_factory=list)  # new-model indices of the added layers
+
+    @property
+    def old_layers(self) -> int:
+        return len(self.source) - len(self.new_layers)
+
+
+def _layer_sources(old_layers: int, new_layers: int, mode: str) -> tuple[list, list]:
+    """(source per new-model layer, indices of added layers) for a depth growth."""
+    extra = new_layers - old_layers
+    if mode == "random":
+        return list(range(old_layers)) + [None] * extra, list(range(old_layers, new_layers))
+    copies = [old_layers - 1 - (i % old_layers) for i in range(extra)][::-1]  # the top layers, in order
+    if mode == "stack":  # copies stacked on top: [0..L-1, copies of the top `extra` layers]
+        return list(range(old_layers)) + copies, list(range(old_layers, new_layers))
+    # interleave: each copy goes right after the layer it copies
+    source, added = [], []
+    pending = sorted(copies)
+    for layer in range(old_layers):
+        source.append(layer)
+        while pending and pending[0] == layer:
+            pending.pop(0)
+            added.append(len(source))
+            source.append(layer)
+    return source, added
+
+
+def make_plan(old: Any, new: Any, depth_mode: str = "stack") -> GrowthPlan:
+    """The plan growing model config `old` into `new`; one-line ConfigError when it cannot."""
+    if depth_mode not in DEPTH_MODES:
+        raise ConfigError(f"depth_mode must be one of {DEPTH_MODES}, got '{depth_mode}'")
+    head_dim = old.hidden_size // old.num_attention_heads
+    if new.hidden_size // new.num_attention_heads != head_dim:
+        raise ConfigError(
+            f"head dim changes {head_dim} -> {new.hidden_size // new.num_attention_heads}: FLM grows hidden "
+            f"and heads together with a fixed head dim; pick heads = hidden / {head_dim}"
+        )
+    pairs = {
+        "num_layers": (old.num_layers, new.num_layers),
+        "hidden_size": (old.hidden_size, new.hidden_size),
+        "ffn_hidden_size": (ffn_size(old), ffn_size(new)),
+    }
+    for name, (a, b) in pairs.items():
+        if b < a:
+            raise ConfigError(f"{name} shrinks {a} -> {b}: growth only adds; start from a smaller checkpoint")
+    for key in ("vocab_size", "seq_length", "position_embedding", "tie_word_embeddings"):
+        if old[key] != new[key]:
+            raise ConfigError(f"{key} differs ({old[key]} -> {new[key]}): growth keeps it; use the checkpoint's value")
+    source, added = _layer_sources(old.num_layers, new.num_layers, depth_mode)
+    return GrowthPlan(
+        old_hidden=old.hidden_size, new_hidden=new.hidden_size, old_ffn=ffn_size(old), new_ffn=ffn_size(new),
+        old_heads=old.num_attention_heads, new_heads=new.num_attention_heads, head_dim=head_dim,
+        source=source, new_layers=added,
+    )
