@@ -48,11 +48,11 @@ def _grow(old_over, new_over, depth_mode="stack", c=0.0):
     return old, grown, new_cfg, masks, grown_state
 
 
-@pytest.mark.parametrize("depth_mode", ["stack", "interleave", "random"])
-@pytest.mark.parametrize("growth", list(GROWTHS))
+CASES = [("width", "stack"), ("ffn", "stack")] + [(g, m) for g in ("depth", "all") for m in ("stack", "interleave", "random")]
+
+
+@pytest.mark.parametrize("growth, depth_mode", CASES)
 def test_growth_preserves_logits(single_process, growth, depth_mode):
-    if growth in ("width", "ffn") and depth_mode != "stack":
-        pytest.skip("depth mode only matters when depth grows")
     old, grown, cfg, _, _ = _grow(OLD, {**OLD, **GROWTHS[growth]}, depth_mode)
     tokens = torch.randint(0, cfg.vocab_size, (2, 3 * cfg.seq_length))  # past the training length
     before, after = _logits(old, tokens), _logits(grown, tokens)

@@ -1,0 +1,47 @@
+"""Adam moments across growth: old block kept, new entries and new layers zero, step kept."""
+import torch
+
+from nemo_flm.growth.optimizer_state import grow_adam_state, load_adam_state, named_adam_state
+from nemo_flm.growth.plan import make_plan
+from nemo_flm.model.builder import build_model
+from nemo_flm.training.optim import build_optimizer
+from tests.conftest import tiny_cfg
+
+OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
+NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128)
+
+
+def _trained(cfg, steps=3):
+    model = build_model(cfg)
+    opt = build_optimizer(model, cfg.optim)
+    for _ in range(steps):
+        tokens = torch.randint(0, cfg.vocab_size, (2, 8))
+        model(tokens, torch.arange(8)[None].expand(2, -1), None, labels=tokens).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    return model, opt
+
+
+def test_moments_copied_zero_elsewhere_step_kept(single_process):
+    old_cfg, new_cfg = tiny_cfg(**OLD), tiny_cfg(**NEW)
+    model, opt = _trained(old_cfg)
+    old_state = named_adam_state(model, opt)
+    grown = grow_adam_state(old_state, make_plan(old_cfg, new_cfg))
+
+    new_model = build_model(new_cfg)
+    new_opt = build_optimizer(new_model, new_cfg.optim)
+    load_adam_state(new_model, new_opt, grown)
+    state = named_adam_state(new_model, new_opt)
+    assert set(state) == {n for n, _ in new_model.named_parameters()}
+
+    fc1 = "decoder.layers.1.mlp.linear_fc1.weight"
+    for moment in ("exp_avg", "exp_avg_sq"):
+        old, new = old_state[fc1][moment], state[fc1][moment]
+        assert new.shape == (128, 64)
+        torch.testing.assert_close(new[:64, :32], old, rtol=0, atol=0)
+        assert torch.count_nonzero(new[64:]) == 0 and torch.count_nonzero(new[:, 32:]) == 0
+        assert old.abs().sum() > 0
+    new_layer = [v for n, v in state.items() if n.startswith("decoder.layers.2.")]
+    assert new_layer and all(torch.count_nonzero(s["exp_avg"]) == 0 for s in new_layer)
+    assert all(s["step"].item() == 3 for s in state.values())
+    new_opt.step()  # the optimizer accepts the installed state
