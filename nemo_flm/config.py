@@ -69,6 +69,14 @@ class OptimConfig:
 
 
 @dataclass
+class GrowthInitConfig:
+    """Start this model from a grown checkpoint (growth/staged.py writes it) and ramp the MSG masks."""
+
+    init_from: Optional[str] = None  # grown-init file: weights, Adam state and the growth plan
+    grow_steps: int = 0  # the mask value c rises linearly 0 -> 1 over these steps
+
+
+@dataclass
 class ModelConfig:
     # architecture (FLM_REFERENCE §1)
     num_layers: int = 2
@@ -104,9 +112,27 @@ class ModelConfig:
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    growth: GrowthInitConfig = field(default_factory=GrowthInitConfig)
     seed: int = 1234
     target: str = "nemo_flm.training.flm_model.FLMModel"
     nemo_version: Optional[str] = None  # written by NeMo's save_to
+
+
+@dataclass
+class StageConfig:
+    """One stage of a staged growth run: its own shape, schedule, batch, layout and length."""
+
+    name: str = "stage"
+    max_steps: int = 100
+    model: Dict[str, Any] = field(default_factory=dict)  # overrides of the job's model section
+
+
+@dataclass
+class GrowthRunConfig:
+    grow_steps: int = 100  # MSG mask ramp length at the start of every grown stage
+    depth_mode: str = "stack"  # stack | interleave | random
+    init_std: Optional[float] = None  # std of new weight entries; None = the model's init_method_std
+    seed: int = 4321
 
 
 @dataclass
@@ -117,6 +143,8 @@ class JobConfig:
     trainer: Dict[str, Any] = field(default_factory=dict)
     exp_manager: Dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
+    stages: List[StageConfig] = field(default_factory=list)  # non-empty: a staged growth run
+    growth: GrowthRunConfig = field(default_factory=GrowthRunConfig)
 
 
 JOB_SCHEMA = "flm_job_schema"
@@ -226,6 +254,11 @@ def validate(cfg: Any) -> None:
     _require(0.0 <= cfg.hidden_dropout < 1 and 0.0 <= cfg.attention_dropout < 1, "dropout must be in [0, 1)")
     _require(cfg.optim.lr >= cfg.optim.min_lr, f"optim.lr {cfg.optim.lr} < optim.min_lr {cfg.optim.min_lr}")
     _require(cfg.optim.lr_decay_samples > 0, "optim.lr_decay_samples must be > 0")
+    _require(cfg.growth.grow_steps >= 0, "growth.grow_steps must be >= 0")
+    _require(
+        cfg.growth.init_from is None or os.path.exists(os.path.expanduser(cfg.growth.init_from)),
+        f"growth.init_from '{cfg.growth.init_from}' not found: point it at a grown-init file or drop it",
+    )
     _validate_data(cfg.data)
 
 

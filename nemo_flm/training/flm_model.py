@@ -22,7 +22,11 @@ from nemo_flm import parallel
 from nemo_flm.config import load_model_config
 from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_prefixes
 from nemo_flm.data.sampler import PretrainingBatchSampler
+from nemo_flm.growth.init_file import load_grown_init
+from nemo_flm.growth.masks import GrowthMasks
+from nemo_flm.growth.optimizer_state import load_adam_state
 from nemo_flm.model.builder import build_model
+from nemo_flm.model.sharding import shard_of
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.optim import build_optimizer, build_scheduler
 from nemo_flm.training.step import eval_sums, train_step
@@ -39,14 +43,32 @@ class FLMModel(ModelPT):
         cfg = load_model_config(cfg)
         super().__init__(cfg=cfg, trainer=trainer)
         parallel.initialize(cfg.parallel, cfg.seed)
-        self.model = build_model(cfg)
+        self.growth_masks: Optional[GrowthMasks] = None
+        self._grown_adam: Optional[Dict[str, Any]] = None
+        self._sample_offset = 0  # samples consumed by earlier stages of a staged run
+        if cfg.growth.init_from and not self._is_model_being_restored():
+            self._init_grown(os.path.expanduser(cfg.growth.init_from))
+        else:
+            self.model = build_model(cfg)
         self.automatic_optimization = False
-        self.consumed_samples = 0
+        self.consumed_samples = self._sample_offset
         self._flops_per_token = train_flops_per_token(cfg)
         self._valid_langs: List[str] = []
         self._val_sums: Dict[str, List[float]] = {}
         self._last_step_time: Optional[float] = None
         self._data_prefixes: Optional[Dict[str, str]] = None
+
+    def _init_grown(self, path: str) -> None:
+        """Start from a grown checkpoint; with grow_steps > 0 the MSG masks ramp from c = 0."""
+        grown = load_grown_init(path)
+        if self.cfg.growth.grow_steps > 0:
+            self.growth_masks = GrowthMasks(grown["plan"], c=0.0)
+        self.model = build_model(self.cfg, growth_masks=self.growth_masks)
+        self.model.load_state_dict(shard_of(self.model, grown["model"]))
+        self._grown_adam = grown["adam"]
+        self._sample_offset = int(grown.get("consumed_samples", 0))
+        # the weights now live in the model: a .nemo saved from it restores as a plain model
+        self._cfg.growth.init_from = None
 
     # ----------------------------------------------------------------- forward
     def forward(self, tokens: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
@@ -74,7 +96,7 @@ class FLMModel(ModelPT):
 
     def train_dataloader(self) -> DataLoader:
         gbs = self.cfg.global_batch_size
-        total = self.trainer.max_steps * gbs
+        total = self._sample_offset + self.trainer.max_steps * gbs
         dataset = build_train_dataset(self.cfg.data, self._prefixes(), self.cfg.seq_length, total)
         sampler = PretrainingBatchSampler(total, lambda: self.consumed_samples, gbs, parallel.dp_rank(), parallel.dp_size())
         return self._loader(dataset, sampler)
@@ -94,10 +116,15 @@ class FLMModel(ModelPT):
     # ---------------------------------------------------------------- training
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.cfg.optim)
+        if self._grown_adam is not None:  # replaced by the checkpoint's state when resuming
+            load_adam_state(self.model, optimizer, self._grown_adam)
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.cfg.global_batch_size)
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        if self.growth_masks is not None:  # the MSG ramp: c = step / grow_steps, then 1
+            self.growth_masks.c = min(1.0, self.trainer.global_step / self.cfg.growth.grow_steps)
+            self.log("growth_mask", self.growth_masks.c, batch_size=1)
         stats = train_step(self.model, batch, self.cfg.micro_batch_size, self.optimizers(), self.cfg.optim.clip_grad)
         scheduler = self.lr_schedulers()
         lr = scheduler.get_last_lr()[0]

@@ -29,7 +29,8 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     if _world_size(trainer_kwargs) > 1:
         trainer_kwargs.setdefault("strategy", FLMStrategy())
     trainer = pl.Trainer(callbacks=list(callbacks), **trainer_kwargs)
-    log_dir = exp_manager(trainer, cfg.get("exp_manager"))
+    # a copy: exp_manager writes into the config it is given
+    log_dir = exp_manager(trainer, OmegaConf.create(OmegaConf.to_container(cfg.exp_manager, resolve=True)))
     model = FLMModel(model_cfg, trainer=trainer)
     trainer.fit(model)
     return model, trainer, log_dir

@@ -1,0 +1,66 @@
+"""Staged growth from one command: stages run in order, each from the previous stage's grown
+checkpoint; a run killed mid-ramp and resumed follows the uninterrupted loss trajectory."""
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from nemo_flm.config import register_schema
+from nemo_flm.growth.init_file import load_grown_init
+from nemo_flm.growth.staged import run_stages
+from nemo_flm.training.run import train
+
+CONF = str(Path(__file__).parents[2] / "conf")
+ARGS = [
+    "stages.0.max_steps=4", "stages.1.max_steps=6", "stages.2.max_steps=4", "growth.grow_steps=4",
+    "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
+    "exp_manager.checkpoint_callback_params.every_n_train_steps=2",
+    "model.seq_length=32", "model.data.eval_samples=4",
+    "stages.0.model.optim.lr_warmup_samples=8", "stages.1.model.optim.lr_warmup_samples=8",
+    "stages.2.model.optim.lr_warmup_samples=8",
+]
+
+
+def _cfg(tmp_path):
+    register_schema()
+    with initialize_config_dir(config_dir=CONF, version_base=None):
+        return compose("flm_tiny_growth", overrides=ARGS + [f"exp_manager.exp_dir={tmp_path}"])
+
+
+class StageRecorder(pl.Callback):
+    """Losses and mask values of grown stages by (hidden size, step); optionally stops the first
+    grown stage (hidden 96) after `stop_at` steps."""
+
+    def __init__(self, stop_at=None):
+        self.losses, self.masks, self.stop_at = {}, {}, stop_at
+
+    def on_train_batch_end(self, trainer, model, outputs, batch, batch_idx):
+        if model.growth_masks is None:
+            return
+        key = (model.cfg.hidden_size, trainer.global_step)
+        self.losses[key] = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
+        self.masks[key] = model.growth_masks.c
+        if self.stop_at is not None and key[0] == 96 and trainer.global_step >= self.stop_at:
+            trainer.should_stop = True
+
+
+def test_staged_run_and_resume_mid_ramp(tmp_path):
+    straight = StageRecorder()
+    nemos = run_stages(_cfg(tmp_path / "a"), train, callbacks=[straight])
+    assert nemos and all(Path(p).exists() for p in nemos)
+    assert [straight.masks[(96, s)] for s in range(1, 7)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert [straight.masks[(128, s)] for s in range(1, 5)] == [0.0, 0.25, 0.5, 0.75]
+    grown = load_grown_init(str(tmp_path / "a" / "flm_tiny_growth" / "stage2.grown_init.pt"))
+    assert grown["consumed_samples"] == 4 * 8  # stage 2 continues in the data where stage 1 stopped
+    assert grown["model"]["decoder.layers.2.mlp.linear_fc1.weight"].shape == (384, 96)
+
+    first = StageRecorder(stop_at=2)
+    assert run_stages(_cfg(tmp_path / "b"), train, callbacks=[first]) is None  # killed mid-ramp
+    second = StageRecorder()
+    assert run_stages(_cfg(tmp_path / "b"), train, callbacks=[second])
+    assert sorted(first.losses) == [(96, 1), (96, 2)]
+    assert sorted(second.losses) == [(96, 3), (96, 4), (96, 5), (96, 6), (128, 1), (128, 2), (128, 3), (128, 4)]
+    for key, loss in {**first.losses, **second.losses}.items():
+        assert loss == pytest.approx(straight.losses[key], rel=1e-6, abs=1e-6), key
