@@ -22,6 +22,7 @@ from nemo_flm.growth.init_file import save_grown_init
 from nemo_flm.growth.operators import default_fill, grow_state_dict
 from nemo_flm.growth.optimizer_state import grow_adam_state
 from nemo_flm.growth.plan import make_plan
+from nemo_flm.growth.report import write_report
 from nemo_flm.model.builder import build_model
 from nemo_flm.training.optim import param_groups
 
@@ -129,4 +130,6 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> List[str]:
             with open(done_marker(job), "w") as handle:
                 handle.write(f"{trainer.global_step}\n")
         nemos.append(stage_nemo(job))
+    jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
+    write_report(jobs[0].exp_manager.exp_dir, [stage_dir(j) for j in jobs], [j.model for j in jobs])
     return nemos

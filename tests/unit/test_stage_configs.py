@@ -48,3 +48,25 @@ def test_101b_matches_the_published_shape(single_process):
 def test_default_config_composes():
     cfg = load_model_config(_compose("flm_tiny").model)
     assert cfg.num_layers == 4 and cfg.position_embedding == "xpos"
+
+
+@pytest.mark.parametrize("name", ["flm_101b_growth", "flm_tiny_growth"])
+def test_growth_plans_validate(name):
+    from nemo_flm.growth.staged import stage_job, validate_stages
+
+    cfg = _compose(name)
+    validate_stages(cfg)
+    last = stage_job(cfg, len(cfg.stages) - 1).model
+    base = _compose(name.replace("_growth", "")).model
+    assert (last.hidden_size, last.num_attention_heads, last.num_layers) == (base.hidden_size, base.num_attention_heads, base.num_layers)
+
+
+def test_101b_growth_plan_published_values():
+    from nemo_flm.growth.staged import stage_job
+
+    cfg = _compose("flm_101b_growth")
+    jobs = [stage_job(cfg, i) for i in range(3)]
+    assert [j.model.optim.lr for j in jobs] == [4e-4, 3.4e-4, 2e-4]
+    assert [j.model.optim.lr_warmup_samples for j in jobs] == [4_608_000, 230_400, 230_400]
+    assert [j.model.global_batch_size for j in jobs] == [2304, 2304, 2160]
+    assert [(j.model.parallel.tensor_model_parallel_size, j.model.parallel.pipeline_model_parallel_size) for j in jobs] == [(2, 1), (4, 2), (4, 4)]

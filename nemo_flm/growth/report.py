@@ -1,0 +1,91 @@
+"""Growth report: loss against tokens and FLOPs across the stages, growth points marked.
+
+Reads each stage's TensorBoard scalars (train_loss per logged step) and converts steps into
+cumulative tokens and training FLOPs (training/flops.py, lm_head included) with each stage's own
+shape and batch. Writes `growth_report.json` and `growth_report.png` beside the stage directories.
+The loss "before" a growth is the last logged loss of the stage that ends; "after" is the first
+logged loss of the grown stage (its first step runs with masks at c = 0, so the two measure the
+same function on consecutive batches).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from typing import Any, Dict, List
+
+from nemo_flm.config import load_model_config
+from nemo_flm.training.flops import train_flops_per_token
+
+
+def scalars(stage_dir: str, tag: str) -> List[tuple]:
+    """(step, value) pairs of one TensorBoard tag over all event files of a stage (resumes included)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    points = {}
+    for path in sorted(glob.glob(os.path.join(stage_dir, "**", "events.out.tfevents.*"), recursive=True)):
+        acc = EventAccumulator(path, size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag in acc.Tags().get("scalars", []):
+            points.update({e.step: e.value for e in acc.Scalars(tag)})
+    return sorted(points.items())
+
+
+def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
+    """Concatenated train-loss curve with cumulative tokens and FLOPs, and the stage boundaries.
+
+    Tokens come from the `consumed_samples` logged with each loss (cumulative over stages, the
+    batch of that loss included); FLOPs add each stage's samples x seq x its FLOPs per token."""
+    flops = 0.0
+    out = {"tokens": [], "flops": [], "loss": [], "stages": []}
+    for stage, (path, cfg) in enumerate(zip(stage_dirs, model_cfgs)):
+        consumed = dict(scalars(path, "consumed_samples"))
+        points = [(consumed[s], loss) for s, loss in scalars(path, "train_loss") if s in consumed]
+        start = (points[0][0] - cfg.global_batch_size) if points else 0
+        per_sample = cfg.seq_length * train_flops_per_token(cfg)
+        for samples, loss in points:
+            out["tokens"].append(samples * cfg.seq_length)
+            out["flops"].append(flops + (samples - start) * per_sample)
+            out["loss"].append(loss)
+        end = points[-1][0] if points else start
+        flops += (end - start) * per_sample
+        out["stages"].append({"stage": stage, "first_loss": points[0][1] if points else None,
+                              "last_loss": points[-1][1] if points else None,
+                              "end_tokens": end * cfg.seq_length, "end_flops": flops})
+    return out
+
+
+def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> str:
+    """Write growth_report.json/.png in out_dir; returns the JSON path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = curve(stage_dirs, [load_model_config({**c, "growth": {}}) for c in model_cfgs])
+    data["growths"] = [
+        {"at_tokens": a["end_tokens"], "at_flops": a["end_flops"], "loss_before": a["last_loss"], "loss_after": b["first_loss"]}
+        for a, b in zip(data["stages"], data["stages"][1:])
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, key, label in ((axes[0], "tokens", "tokens"), (axes[1], "flops", "training FLOPs")):
+        ax.plot(data[key], data["loss"], lw=1)
+        for g in data["growths"]:
+            ax.axvline(g["at_" + key], color="gray", ls="--", lw=0.8)
+        ax.set_xlabel(label)
+        ax.set_ylabel("train loss")
+    axes[0].set_title("loss vs tokens (dashed: growth)")
+    axes[1].set_title("loss vs FLOPs (dashed: growth)")
+    fig.tight_layout()
+    json_path = os.path.join(out_dir, "growth_report.json")
+    _atomic(json_path, lambda p: open(p, "w").write(json.dumps(data, indent=1)))
+    _atomic(os.path.join(out_dir, "growth_report.png"), lambda p: fig.savefig(p, dpi=110))
+    plt.close(fig)
+    return json_path
+
+
+def _atomic(path: str, write) -> None:
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.partial{ext}"
+    write(tmp)
+    os.replace(tmp, path)
