@@ -10,7 +10,7 @@ The same operator with zero fill grows Adam moments (the MSG optimizer rule).
 from __future__ import annotations
 
 import re
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -99,25 +99,30 @@ def _split(name: str) -> Tuple[Optional[int], str]:
     return (int(match.group(1)), match.group(2)) if match else (None, name)
 
 
-def grow_state_dict(state: Dict[str, Tensor], plan: GrowthPlan, fill: Fill) -> Dict[str, Tensor]:
-    """The grown state dict; non-parameter entries (megatron's `_extra_state`) are carried over."""
+def iter_grown(state: Dict[str, Tensor], plan: GrowthPlan, fill: Fill) -> Iterator[Tuple[str, object]]:
+    """(name, grown value) one entry at a time, so a caller can write each and let it go; the
+    input may be lazily loaded (memory-mapped). Non-parameter entries (megatron's `_extra_state`)
+    are carried over."""
     old_layers: Dict[int, Dict[str, object]] = {}
-    out: Dict[str, object] = {}
     for name, value in state.items():
         layer, local = _split(name)
         if layer is not None:
             old_layers.setdefault(layer, {})[local] = value
         else:
-            out[name] = _grow_entry(name, name, value, plan, fill)
+            yield name, _grow_entry(name, name, value, plan, fill)
     for new_index, source in enumerate(plan.source):
         template = old_layers[source if source is not None else 0]
         for local, value in template.items():
             name = f"decoder.layers.{new_index}.{local}"
             if source is None and torch.is_tensor(value) and local in AXES:
-                out[name] = fill(name, _new_shape(AXES[local], plan, 0), value.dtype)
+                yield name, fill(name, _new_shape(AXES[local], plan, 0), value.dtype)
             else:
-                out[name] = _grow_entry(name, local, value, plan, fill)
-    return out
+                yield name, _grow_entry(name, local, value, plan, fill)
+
+
+def grow_state_dict(state: Dict[str, Tensor], plan: GrowthPlan, fill: Fill) -> Dict[str, Tensor]:
+    """The grown state dict (all of `iter_grown` in memory)."""
+    return dict(iter_grown(state, plan, fill))
 
 
 def _grow_entry(name: str, local: str, value, plan: GrowthPlan, fill: Fill):

@@ -2,29 +2,25 @@
 
 As FLM did, a stage change goes through offline growth of the checkpoint and a fresh trainer:
 each stage trains under exp_manager in `<exp_dir>/<job name>/<stage name>/`, ends with a `.nemo`,
-and the next stage starts from a grown-init file (`<exp_dir>/<job name>/<stage name>.grown_init.pt`)
-made from the previous stage's final Lightning checkpoint (weights and Adam state). Re-running the command skips finished stages (their `.nemo`
-exists), reuses a grown-init file already written, and resumes a stage from its last checkpoint —
-mid-ramp included, since the mask value is a function of the stage's step.
+and the next stage starts from a grown checkpoint (`<exp_dir>/<job name>/<stage name>.grown/`,
+growth/offline.py) made from the previous stage's final Lightning checkpoint (weights and Adam
+state). Re-running the command skips finished stages, reuses a grown checkpoint already written,
+and resumes a stage from its last checkpoint, mid-ramp included, since the mask value is a function of the stage's step.
 """
 from __future__ import annotations
 
 import copy
 import glob
 import os
-from typing import Any, Dict, List, Tuple
+from typing import Any, List
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm.config import ConfigError, load_model_config
-from nemo_flm.growth.init_file import save_grown_init
-from nemo_flm.growth.operators import default_fill, grow_state_dict
-from nemo_flm.growth.optimizer_state import grow_adam_state
+from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.growth.report import write_report
-from nemo_flm.model.builder import build_model
-from nemo_flm.training.optim import param_groups
 
 
 def stage_job(cfg: DictConfig, index: int) -> DictConfig:
@@ -37,7 +33,7 @@ def stage_job(cfg: DictConfig, index: int) -> DictConfig:
     job.exp_manager.name = stage.name
     if index > 0:
         # beside, not inside, the stage directory: exp_manager moves files found there into run_N/
-        job.model.growth.init_from = os.path.join(job.exp_manager.exp_dir, f"{stage.name}.grown_init.pt")
+        job.model.growth.init_from = os.path.join(job.exp_manager.exp_dir, f"{stage.name}.grown")
         job.model.growth.grow_steps = cfg.growth.grow_steps
     return job
 
@@ -55,47 +51,28 @@ def done_marker(job: DictConfig) -> str:
     return os.path.join(job.exp_manager.exp_dir, f"{job.exp_manager.name}.done")
 
 
-def _final_checkpoint(job: DictConfig) -> Dict[str, Any]:
+def final_checkpoint(job: DictConfig) -> str:
+    """The stage's last Lightning checkpoint, which must be at its max_steps."""
     paths = glob.glob(os.path.join(stage_dir(job), "checkpoints", "*-last.ckpt"))
     if not paths:
         raise FileNotFoundError(f"stage '{job.exp_manager.name}' has no '*-last.ckpt' in {stage_dir(job)}/checkpoints")
-    ckpt = torch.load(max(paths, key=os.path.getmtime), map_location="cpu", weights_only=False)
-    if ckpt["global_step"] != job.trainer.max_steps:
+    path = max(paths, key=os.path.getmtime)
+    step = torch.load(path, mmap=True, map_location="cpu", weights_only=False)["global_step"]
+    if step != job.trainer.max_steps:
         raise ConfigError(
-            f"the last checkpoint of stage '{job.exp_manager.name}' is at step {ckpt['global_step']}, not "
+            f"the last checkpoint of stage '{job.exp_manager.name}' is at step {step}, not "
             f"{job.trainer.max_steps}: make checkpoint_callback_params.every_n_train_steps divide max_steps"
         )
-    return ckpt
-
-
-def _named_state(ckpt: Dict[str, Any], model_cfg: Any) -> Tuple[Dict[str, torch.Tensor], Dict[str, Dict]]:
-    """(model state, per-name Adam state) of a Lightning checkpoint of FLMModel."""
-    model_state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    with torch.device("meta"):
-        skeleton = build_model(model_cfg)
-    names = {id(p): n for n, p in skeleton.named_parameters()}
-    ordered = [names[id(p)] for group in param_groups(skeleton, 0.0) for p in group["params"]]
-    optim = ckpt["optimizer_states"][0]
-    ids = [i for group in optim["param_groups"] for i in group["params"]]
-    adam = {name: optim["state"][i] for name, i in zip(ordered, ids) if i in optim["state"]}
-    return model_state, adam
+    return path
 
 
 def grow_stage(cfg: DictConfig, index: int) -> str:
-    """Write stage `index`'s grown-init file from stage index-1's final checkpoint (idempotent)."""
+    """Write stage `index`'s grown checkpoint from stage index-1's final checkpoint (idempotent)."""
     prev, job = stage_job(cfg, index - 1), stage_job(cfg, index)
     target = job.model.growth.init_from
-    if os.path.exists(target):
-        return target
-    prev_model, new_model = load_model_config(prev.model), load_model_config({**job.model, "growth": {}})
-    plan = make_plan(prev_model, new_model, cfg.growth.depth_mode)
-    ckpt = _final_checkpoint(prev)
-    model_state, adam = _named_state(ckpt, prev_model)
-    std = cfg.growth.init_std if cfg.growth.init_std is not None else new_model.init_method_std
-    fill = default_fill(std, torch.Generator().manual_seed(cfg.growth.seed + index))
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    save_grown_init(target, grow_state_dict(model_state, plan, fill), grow_adam_state(adam, plan), plan,
-                    consumed_samples=int(ckpt.get("consumed_samples", 0)))
+    if not os.path.exists(target):
+        grow_checkpoint(final_checkpoint(prev), job.model, target, cfg.growth.depth_mode, cfg.growth.init_std,
+                        seed=cfg.growth.seed + index)
     return target
 
 

@@ -22,11 +22,9 @@ from nemo_flm import parallel
 from nemo_flm.config import load_model_config
 from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_prefixes
 from nemo_flm.data.sampler import PretrainingBatchSampler
-from nemo_flm.growth.init_file import load_grown_init
+from nemo_flm.growth.init_file import copy_weights, load_adam, read_index
 from nemo_flm.growth.masks import GrowthMasks
-from nemo_flm.growth.optimizer_state import load_adam_state
 from nemo_flm.model.builder import build_model
-from nemo_flm.model.sharding import shard_of
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.optim import build_optimizer, build_scheduler
 from nemo_flm.training.step import eval_sums, train_step
@@ -44,7 +42,7 @@ class FLMModel(ModelPT):
         super().__init__(cfg=cfg, trainer=trainer)
         parallel.initialize(cfg.parallel, cfg.seed)
         self.growth_masks: Optional[GrowthMasks] = None
-        self._grown_adam: Optional[Dict[str, Any]] = None
+        self._grown_from: Optional[str] = None  # grown checkpoint whose Adam state starts the optimizer
         self._sample_offset = 0  # samples consumed by earlier stages of a staged run
         if cfg.growth.init_from and not self._is_model_being_restored():
             self._init_grown(os.path.expanduser(cfg.growth.init_from))
@@ -60,13 +58,13 @@ class FLMModel(ModelPT):
 
     def _init_grown(self, path: str) -> None:
         """Start from a grown checkpoint; with grow_steps > 0 the MSG masks ramp from c = 0."""
-        grown = load_grown_init(path)
+        index = read_index(path)
         if self.cfg.growth.grow_steps > 0:
-            self.growth_masks = GrowthMasks(grown["plan"], c=0.0)
+            self.growth_masks = GrowthMasks(index["plan"], c=0.0)
         self.model = build_model(self.cfg, growth_masks=self.growth_masks)
-        self.model.load_state_dict(shard_of(self.model, grown["model"]))
-        self._grown_adam = grown["adam"]
-        self._sample_offset = int(grown.get("consumed_samples", 0))
+        copy_weights(self.model, path)
+        self._grown_from = path
+        self._sample_offset = int(index["consumed_samples"])
         # the weights now live in the model: a .nemo saved from it restores as a plain model
         self._cfg.growth.init_from = None
 
@@ -116,8 +114,8 @@ class FLMModel(ModelPT):
     # ---------------------------------------------------------------- training
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.cfg.optim)
-        if self._grown_adam is not None:  # replaced by the checkpoint's state when resuming
-            load_adam_state(self.model, optimizer, self._grown_adam)
+        if self._grown_from is not None:  # replaced by the checkpoint's state when resuming
+            load_adam(self.model, optimizer, self._grown_from)
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.cfg.global_batch_size)
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 

@@ -8,7 +8,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from nemo_flm.config import register_schema
-from nemo_flm.growth.init_file import load_grown_init
+from safetensors.torch import load_file
+
+from nemo_flm.growth.init_file import read_index
 from nemo_flm.growth.staged import run_stages
 from nemo_flm.training.run import train
 
@@ -52,9 +54,10 @@ def test_staged_run_and_resume_mid_ramp(tmp_path):
     assert nemos and all(Path(p).exists() for p in nemos)
     assert [straight.masks[(96, s)] for s in range(1, 7)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert [straight.masks[(128, s)] for s in range(1, 5)] == [0.0, 0.25, 0.5, 0.75]
-    grown = load_grown_init(str(tmp_path / "a" / "flm_tiny_growth" / "stage2.grown_init.pt"))
-    assert grown["consumed_samples"] == 4 * 8  # stage 2 continues in the data where stage 1 stopped
-    assert grown["model"]["decoder.layers.2.mlp.linear_fc1.weight"].shape == (384, 96)
+    grown = tmp_path / "a" / "flm_tiny_growth" / "stage2.grown"
+    assert read_index(str(grown))["consumed_samples"] == 4 * 8  # stage 2 continues where stage 1 stopped
+    fc1 = load_file(grown / "model" / "decoder.layers.2.mlp.linear_fc1.weight.safetensors")["t"]
+    assert fc1.shape == (384, 96)
 
     first = StageRecorder(stop_at=2)
     assert run_stages(_cfg(tmp_path / "b"), train, callbacks=[first]) is None  # killed mid-ramp

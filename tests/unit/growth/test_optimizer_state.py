@@ -1,7 +1,10 @@
-"""Adam moments across growth: old block kept, new entries and new layers zero, step kept."""
+"""Adam moments across growth, through the grown checkpoint: old block kept, new entries and new
+layers zero, step kept, loaded into a fresh optimizer over the grown model."""
 import torch
 
-from nemo_flm.growth.optimizer_state import grow_adam_state, load_adam_state, named_adam_state
+from nemo_flm.growth.init_file import load_adam, write_grown_init
+from nemo_flm.growth.operators import default_fill, iter_grown
+from nemo_flm.growth.optimizer_state import adam_step, iter_grown_moments
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.model.builder import build_model
 from nemo_flm.training.optim import build_optimizer
@@ -9,6 +12,10 @@ from tests.conftest import tiny_cfg
 
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
 NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128)
+
+
+def named_adam_state(model, optimizer):
+    return {name: dict(optimizer.state[p]) for name, p in model.named_parameters() if p in optimizer.state}
 
 
 def _trained(cfg, steps=3):
@@ -22,15 +29,17 @@ def _trained(cfg, steps=3):
     return model, opt
 
 
-def test_moments_copied_zero_elsewhere_step_kept(single_process):
+def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
     old_cfg, new_cfg = tiny_cfg(**OLD), tiny_cfg(**NEW)
     model, opt = _trained(old_cfg)
     old_state = named_adam_state(model, opt)
-    grown = grow_adam_state(old_state, make_plan(old_cfg, new_cfg))
+    plan = make_plan(old_cfg, new_cfg)
+    write_grown_init(str(tmp_path / "g"), iter_grown(model.state_dict(), plan, default_fill(0.02)),
+                     iter_grown_moments(old_state, plan), plan, step=adam_step(old_state))
 
     new_model = build_model(new_cfg)
     new_opt = build_optimizer(new_model, new_cfg.optim)
-    load_adam_state(new_model, new_opt, grown)
+    load_adam(new_model, new_opt, str(tmp_path / "g"))
     state = named_adam_state(new_model, new_opt)
     assert set(state) == {n for n, _ in new_model.named_parameters()}
 
