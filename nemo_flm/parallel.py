@@ -126,7 +126,7 @@ def gather_vocab(logits: torch.Tensor) -> torch.Tensor:
 
 def rank_zero_first(fn):
     """Run fn on global rank 0, then on the other ranks (e.g. building a shared on-disk cache once)."""
-    if dist.get_world_size() == 1:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
         return fn()
     if dist.get_rank() == 0:
         result = fn()

@@ -7,14 +7,17 @@ never modified; an existing output is refused before any work.
 """
 from __future__ import annotations
 
+import copy
 import os
 import tarfile
 import tempfile
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+from megatron.core import parallel_state
 from omegaconf import OmegaConf
 
+from nemo_flm import parallel
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.growth.init_file import write_grown_init
 from nemo_flm.growth.operators import default_fill, iter_grown
@@ -25,8 +28,16 @@ from nemo_flm.training.optim import param_groups
 
 
 def _skeleton(model_cfg: Any):
+    """The model's parameter names and full (TP=1) shapes, on the meta device (no memory)."""
+    full = copy.deepcopy(model_cfg)
+    full.parallel.tensor_model_parallel_size = full.parallel.pipeline_model_parallel_size = 1
+    full.parallel.sequence_parallel = False
+    if not parallel_state.model_parallel_is_initialized():
+        parallel.initialize(full.parallel, full.seed)
+    elif parallel.tp_world_size() != 1:
+        raise RuntimeError("offline growth reads full (TP=1) checkpoints: run it outside a tensor-parallel job")
     with torch.device("meta"):
-        return build_model(model_cfg)
+        return build_model(full)
 
 
 def _adam_by_name(optim: Dict[str, Any], skeleton) -> Dict[str, Dict]:

@@ -17,6 +17,7 @@ from typing import Any, List
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_flm import parallel
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.plan import make_plan
@@ -99,8 +100,8 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> List[str]:
     for index in range(len(cfg.stages)):
         job = stage_job(cfg, index)
         if not os.path.exists(done_marker(job)):
-            if index > 0:
-                grow_stage(cfg, index)
+            if index > 0:  # rank 0 writes the grown checkpoint; the others find it done
+                parallel.rank_zero_first(lambda: grow_stage(cfg, index))
             _, trainer, _ = train_fn(job, callbacks=callbacks)
             if trainer.global_step < job.trainer.max_steps:
                 return None

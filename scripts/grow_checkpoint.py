@@ -1,0 +1,87 @@
+"""Grow a stage checkpoint offline into the next stage's shape (MSG, function-preserving).
+
+    python scripts/grow_checkpoint.py --checkpoint CKPT --config-name flm_51b --output grown_51b/ [key=value ...]
+    python scripts/grow_checkpoint.py --checkpoint CKPT --config-name flm_101b_growth --stage 1 --output grown/
+
+CKPT is a Lightning checkpoint of FLMModel (weights and Adam state) or a .nemo (weights only).
+The next shape is the `model` section of a job config (or of stage --stage of a staged config).
+The output directory is what `model.growth.init_from` takes; start the next stage with it and
+`model.growth.grow_steps` > 0 to ramp the masks. Prints the plan, the input size and the peak
+anonymous memory of the growth.
+"""
+import argparse
+import os
+import sys
+import threading
+import time
+
+from hydra import compose, initialize_config_dir
+
+from nemo_flm.config import ConfigError, register_schema
+from nemo_flm.growth.offline import grow_checkpoint
+from nemo_flm.growth.staged import stage_job
+
+CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
+
+
+def anon_rss() -> int:
+    """This process's anonymous resident memory in bytes (Linux), file-backed mmap pages excluded."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class PeakAnon:
+    """Polls anon_rss every 5 ms in a thread; .peak is the maximum seen."""
+
+    def __enter__(self):
+        self.peak, self._stop = anon_rss(), threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, anon_rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, anon_rss())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--config-name", required=True, help="job config in conf/ holding the next shape")
+    p.add_argument("--config-dir", default=CONF)
+    p.add_argument("--stage", type=int, default=None, help="with a staged config: the stage to grow into")
+    p.add_argument("--output", required=True, help="new directory for the grown checkpoint")
+    p.add_argument("--depth-mode", default="stack", choices=["stack", "interleave", "random"])
+    p.add_argument("--init-std", type=float, default=None, help="std of new entries (default: init_method_std)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", help="Hydra overrides of the config, e.g. model.hidden_size=96")
+    args = p.parse_args()
+    register_schema()
+    try:
+        with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):
+            cfg = compose(args.config_name, overrides=args.overrides)
+        model_cfg = stage_job(cfg, args.stage).model if args.stage is not None else cfg.model
+        size = os.path.getsize(args.checkpoint) if os.path.isfile(args.checkpoint) else 0
+        with PeakAnon() as mem:
+            base = anon_rss()
+            plan = grow_checkpoint(args.checkpoint, model_cfg, args.output, args.depth_mode, args.init_std, args.seed)
+    except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:
+        sys.exit(f"error: {err}")
+    print(f"grew {args.checkpoint} -> {args.output}: hidden {plan.old_hidden}->{plan.new_hidden}, heads "
+          f"{plan.old_heads}->{plan.new_heads}, ffn {plan.old_ffn}->{plan.new_ffn}, layers "
+          f"{plan.old_layers}->{len(plan.source)} (new: {plan.new_layers})")
+    print(f"input checkpoint {size / 2**20:.1f} MiB; peak anonymous memory during growth "
+          f"{(mem.peak - base) / 2**20:.1f} MiB above the {base / 2**20:.1f} MiB before it")
+
+
+if __name__ == "__main__":
+    main()

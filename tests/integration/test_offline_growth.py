@@ -1,0 +1,106 @@
+"""Offline growth: the same tensors as in-process growth, refusals that touch nothing, and peak
+anonymous memory bounded by a few of the largest tensors (not twice the model)."""
+import hashlib
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import load_file
+
+from nemo_flm.config import ConfigError
+from nemo_flm.growth.init_file import read_index
+from nemo_flm.growth.offline import grow_checkpoint
+from nemo_flm.growth.operators import default_fill, grow_state_dict
+from nemo_flm.growth.plan import make_plan
+from nemo_flm.model.builder import build_model
+from nemo_flm.training.optim import build_optimizer
+from tests.conftest import tiny_cfg
+
+SCRIPT = str(Path(__file__).parents[2] / "scripts" / "grow_checkpoint.py")
+OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
+NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128)
+
+
+def lightning_checkpoint(path, cfg, steps=2):
+    """A checkpoint shaped like the ones FLMModel's Lightning runs write."""
+    model = build_model(cfg)
+    opt = build_optimizer(model, cfg.optim)
+    for _ in range(steps):
+        tokens = torch.randint(0, cfg.vocab_size, (2, 8))
+        model(tokens, torch.arange(8)[None].expand(2, -1), None, labels=tokens).mean().backward()
+        opt.step()
+        opt.zero_grad()
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+                "optimizer_states": [opt.state_dict()], "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
+                "consumed_samples": 24, "global_step": steps}, path)
+    return model
+
+
+def _digest(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def test_offline_equals_in_process(single_process, tmp_path):
+    old_cfg, new_cfg = tiny_cfg(**OLD), tiny_cfg(**NEW)
+    model = lightning_checkpoint(tmp_path / "s1.ckpt", old_cfg)
+    before = _digest(tmp_path / "s1.ckpt")
+    grow_checkpoint(str(tmp_path / "s1.ckpt"), new_cfg, str(tmp_path / "g"), seed=7)
+    expected = grow_state_dict(model.state_dict(), make_plan(old_cfg, new_cfg), default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(7)))
+    index = read_index(str(tmp_path / "g"))
+    assert index["consumed_samples"] == 24 and index["adam_step"] == 2.0
+    assert set(index["tensors"]) == {k for k, v in expected.items() if torch.is_tensor(v)}
+    for name in index["tensors"]:
+        got = load_file(tmp_path / "g" / "model" / f"{name}.safetensors")["t"]
+        torch.testing.assert_close(got, expected[name], rtol=0, atol=0)
+    assert _digest(tmp_path / "s1.ckpt") == before  # the input is never modified
+
+
+def test_refusals_leave_files_untouched(single_process, tmp_path):
+    lightning_checkpoint(tmp_path / "s1.ckpt", tiny_cfg(**OLD))
+    before = _digest(tmp_path / "s1.ckpt")
+    (tmp_path / "exists").mkdir()
+    with pytest.raises(FileExistsError, match="exists"):
+        grow_checkpoint(str(tmp_path / "s1.ckpt"), tiny_cfg(**NEW), str(tmp_path / "exists"))
+    with pytest.raises(FileNotFoundError, match="not found"):
+        grow_checkpoint(str(tmp_path / "nope.ckpt"), tiny_cfg(**NEW), str(tmp_path / "o1"))
+    with pytest.raises(ConfigError, match="shrinks"):
+        grow_checkpoint(str(tmp_path / "s1.ckpt"), tiny_cfg(**dict(OLD, num_layers=1)), str(tmp_path / "o2"))
+    with pytest.raises(ConfigError, match="head dim changes"):
+        grow_checkpoint(str(tmp_path / "s1.ckpt"), tiny_cfg(**dict(NEW, num_attention_heads=2)), str(tmp_path / "o3"))
+    assert sorted(os.listdir(tmp_path)) == ["exists", "s1.ckpt"] and not os.listdir(tmp_path / "exists")
+    assert _digest(tmp_path / "s1.ckpt") == before
+
+
+def test_checkpoint_not_matching_its_config_is_refused(single_process, tmp_path):
+    cfg = tiny_cfg(**OLD)
+    lightning_checkpoint(tmp_path / "s1.ckpt", cfg)
+    ckpt = torch.load(tmp_path / "s1.ckpt", weights_only=False)
+    ckpt["hyper_parameters"]["cfg"]["ffn_hidden_size"] = 96
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    with pytest.raises(ConfigError, match="does not match its own config"):
+        grow_checkpoint(str(tmp_path / "bad.ckpt"), tiny_cfg(**NEW), str(tmp_path / "o"))
+
+
+def test_peak_memory_of_the_script_stays_near_the_largest_tensor(single_process, tmp_path):
+    """A checkpoint of ~620 MiB (embeddings 100352 x 256 fp32 plus Adam moments) grown to hidden 512:
+    the grown output is ~1.3 GiB; growth holds at most a few tensors of 196 MiB at once."""
+    old = dict(num_layers=2, hidden_size=256, num_attention_heads=2, ffn_hidden_size=1024, vocab_size=100256)
+    lightning_checkpoint(tmp_path / "big.ckpt", tiny_cfg(**old), steps=1)
+    out = subprocess.run(
+        [sys.executable, SCRIPT, "--checkpoint", str(tmp_path / "big.ckpt"), "--config-name", "flm_tiny",
+         "--output", str(tmp_path / "grown"), "model.hidden_size=512", "model.num_attention_heads=4",
+         "model.ffn_hidden_size=2048", "model.num_layers=2", "model.seq_length=32"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    peak = float(re.search(r"peak anonymous memory during growth ([\d.]+) MiB", out.stdout).group(1))
+    largest = 100352 * 512 * 4 / 2**20  # the grown embedding / output layer: 196 MiB
+    grown_total = sum(f.stat().st_size for f in (tmp_path / "grown").rglob("*.safetensors")) / 2**20
+    assert grown_total > 1200
+    assert peak < 3 * largest, (peak, largest)
+    print(f"peak anonymous memory {peak:.0f} MiB, largest tensor {largest:.0f} MiB, grown checkpoint {grown_total:.0f} MiB")
