@@ -18,6 +18,7 @@ from torch import Tensor
 from nemo_flm.growth.plan import GrowthPlan
 
 LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
+OUTPUT = "output_layer.weight"
 
 # logical axes of each parameter, by name within the model or within a layer
 AXES: Dict[str, Tuple[str, ...]] = {
@@ -130,5 +131,7 @@ def _grow_entry(name: str, local: str, value, plan: GrowthPlan, fill: Fill):
         return value
     axes = AXES[local]
     vocab = value.shape[0] if axes[0] == "vocab" else 0
-    new = fill(name, _new_shape(axes, plan, vocab), value.dtype)
-    return grow_tensor(value, axes, plan, new)
+    new = grow_tensor(value, axes, plan, fill(name, _new_shape(axes, plan, vocab), value.dtype))
+    if name == OUTPUT and plan.output_rescale != 1.0:
+        new = new * plan.output_rescale  # muP: keeps output_mult / m x W unchanged
+    return new

@@ -8,17 +8,24 @@ from typing import Dict, Iterator, Tuple
 import torch
 from torch import Tensor
 
-from nemo_flm.growth.operators import iter_grown, zero_fill
+from nemo_flm.growth.operators import OUTPUT, iter_grown, zero_fill
 from nemo_flm.growth.plan import GrowthPlan
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 def iter_grown_moments(state: Dict[str, Dict[str, Tensor]], plan: GrowthPlan) -> Iterator[Tuple[str, str, Tensor]]:
-    """(moment, name, grown tensor) one at a time; new layers (copied or not) start from zero."""
-    fresh_layers = dataclasses.replace(plan, source=[None if j in plan.new_layers else s for j, s in enumerate(plan.source)])
-    for moment in MOMENTS:
-        for name, value in iter_grown({n: s[moment] for n, s in state.items()}, fresh_layers, zero_fill):
+    """(moment, name, grown tensor) one at a time; new layers (copied or not) start from zero.
+
+    With a muP output rescale W' = r W the output layer's gradients become g / r, so its first
+    and second moments are carried as m / r and v / r^2 (the state Adam would hold had it trained
+    W' all along)."""
+    fresh = dataclasses.replace(plan, source=[None if j in plan.new_layers else s for j, s in enumerate(plan.source)],
+                                output_rescale=1.0)
+    for moment, power in zip(MOMENTS, (1, 2)):
+        for name, value in iter_grown({n: s[moment] for n, s in state.items()}, fresh, zero_fill):
+            if name == OUTPUT and plan.output_rescale != 1.0:
+                value = value / plan.output_rescale**power
             yield moment, name, value
 
 

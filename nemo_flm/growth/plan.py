@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, List
 
 from nemo_flm.config import ConfigError, ffn_size
+from nemo_flm.model.builder import logit_scale
 
 DEPTH_MODES = ("stack", "interleave", "random")
 
@@ -25,6 +26,9 @@ class GrowthPlan:
     # source[j] = the old layer that new-model layer j is (or copies); None = a fresh random layer
     source: List[Any] = field(default_factory=list)
     new_layers: List[int] = field(default_factory=list)  # new-model indices of the added layers
+    # muP: the logit multiplier output_mult / mup_scale_factor changes with width; the output layer
+    # is multiplied by old/new multiplier so the logits stay the same
+    output_rescale: float = 1.0
 
     @property
     def old_layers(self) -> int:
@@ -72,9 +76,12 @@ def make_plan(old: Any, new: Any, depth_mode: str = "stack") -> GrowthPlan:
     for key in ("vocab_size", "seq_length", "position_embedding", "tie_word_embeddings"):
         if old[key] != new[key]:
             raise ConfigError(f"{key} differs ({old[key]} -> {new[key]}): growth keeps it; use the checkpoint's value")
+    output_rescale = logit_scale(old) / logit_scale(new)
+    if output_rescale != 1.0 and new.tie_word_embeddings:
+        raise ConfigError("the logit multiplier changes but embeddings are tied: the output layer cannot be rescaled alone")
     source, added = _layer_sources(old.num_layers, new.num_layers, depth_mode)
     return GrowthPlan(
         old_hidden=old.hidden_size, new_hidden=new.hidden_size, old_ffn=ffn_size(old), new_ffn=ffn_size(new),
         old_heads=old.num_attention_heads, new_heads=new.num_attention_heads, head_dim=head_dim,
-        source=source, new_layers=added,
+        source=source, new_layers=added, output_rescale=output_rescale,
     )

@@ -48,12 +48,15 @@ def _grow(old_over, new_over, depth_mode="stack", c=0.0):
     return old, grown, new_cfg, masks, grown_state
 
 
-CASES = [("width", "stack"), ("ffn", "stack")] + [(g, m) for g in ("depth", "all") for m in ("stack", "interleave", "random")]
+MUP = dict(use_mup=True, output_mult=2.0, mup_scale_factor=2.0)
+GROWTHS["all-mup"] = dict(GROWTHS["all"], mup_scale_factor=4.0)  # m doubles with the width
+CASES = [("width", "stack"), ("ffn", "stack"), ("all-mup", "stack")] + [(g, m) for g in ("depth", "all") for m in ("stack", "interleave", "random")]
 
 
 @pytest.mark.parametrize("growth, depth_mode", CASES)
 def test_growth_preserves_logits(single_process, growth, depth_mode):
-    old, grown, cfg, _, _ = _grow(OLD, {**OLD, **GROWTHS[growth]}, depth_mode)
+    old_over = {**OLD, **MUP} if "mup" in growth else OLD
+    old, grown, cfg, _, _ = _grow(old_over, {**old_over, **GROWTHS[growth]}, depth_mode)
     tokens = torch.randint(0, cfg.vocab_size, (2, 3 * cfg.seq_length))  # past the training length
     before, after = _logits(old, tokens), _logits(grown, tokens)
     scale = before.abs().max()

@@ -54,3 +54,17 @@ def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
     assert new_layer and all(torch.count_nonzero(s["exp_avg"]) == 0 for s in new_layer)
     assert all(s["step"].item() == 3 for s in state.values())
     new_opt.step()  # the optimizer accepts the installed state
+
+
+def test_mup_output_rescale_moves_output_moments(single_process, tmp_path):
+    """W' = r W (r = m_new/m_old = 2) makes the output gradients g / r: moments become m / r, v / r^2."""
+    mup = dict(use_mup=True, output_mult=2.0, mup_scale_factor=2.0)
+    old_cfg, new_cfg = tiny_cfg(**OLD, **mup), tiny_cfg(**dict(NEW, **mup, mup_scale_factor=4.0))
+    model, opt = _trained(old_cfg)
+    old_state = named_adam_state(model, opt)
+    plan = make_plan(old_cfg, new_cfg)
+    assert plan.output_rescale == 2.0
+    grown = {(m, n): v for m, n, v in iter_grown_moments(old_state, plan)}
+    old_m, old_v = old_state["output_layer.weight"]["exp_avg"], old_state["output_layer.weight"]["exp_avg_sq"]
+    torch.testing.assert_close(grown[("exp_avg", "output_layer.weight")][:, :32], old_m / 2, rtol=0, atol=0)
+    torch.testing.assert_close(grown[("exp_avg_sq", "output_layer.weight")][:, :32], old_v / 4, rtol=0, atol=0)
