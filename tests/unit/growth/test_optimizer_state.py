@@ -59,7 +59,7 @@ def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
 def test_mup_output_rescale_moves_output_moments(single_process, tmp_path):
     """W' = r W (r = m_new/m_old = 2) makes the output gradients g / r: moments become m / r, v / r^2."""
     mup = dict(use_mup=True, output_mult=2.0, mup_scale_factor=2.0)
-    old_cfg, new_cfg = tiny_cfg(**OLD, **mup), tiny_cfg(**dict(NEW, **mup, mup_scale_factor=4.0))
+    old_cfg, new_cfg = tiny_cfg(**OLD, **mup), tiny_cfg(**{**NEW, **mup, "mup_scale_factor": 4.0})
     model, opt = _trained(old_cfg)
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
