@@ -17,9 +17,8 @@ from nemo_flm.growth.init_file import read_index
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.operators import default_fill, grow_state_dict
 from nemo_flm.growth.plan import make_plan
-from nemo_flm.model.builder import build_model
-from nemo_flm.training.optim import build_optimizer
 from tests.conftest import tiny_cfg
+from tests.helpers import trained_model
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "grow_checkpoint.py")
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
@@ -28,13 +27,7 @@ NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=
 
 def lightning_checkpoint(path, cfg, steps=2):
     """A checkpoint shaped like the ones FLMModel's Lightning runs write."""
-    model = build_model(cfg)
-    opt = build_optimizer(model, cfg.optim)
-    for _ in range(steps):
-        tokens = torch.randint(0, cfg.vocab_size, (2, 8))
-        model(tokens, torch.arange(8)[None].expand(2, -1), None, labels=tokens).mean().backward()
-        opt.step()
-        opt.zero_grad()
+    model, opt = trained_model(cfg, steps)
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
                 "optimizer_states": [opt.state_dict()], "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
                 "consumed_samples": 24, "global_step": steps}, path)

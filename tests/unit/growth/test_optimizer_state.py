@@ -9,6 +9,7 @@ from nemo_flm.growth.plan import make_plan
 from nemo_flm.model.builder import build_model
 from nemo_flm.training.optim import build_optimizer
 from tests.conftest import tiny_cfg
+from tests.helpers import trained_model
 
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
 NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128)
@@ -18,20 +19,9 @@ def named_adam_state(model, optimizer):
     return {name: dict(optimizer.state[p]) for name, p in model.named_parameters() if p in optimizer.state}
 
 
-def _trained(cfg, steps=3):
-    model = build_model(cfg)
-    opt = build_optimizer(model, cfg.optim)
-    for _ in range(steps):
-        tokens = torch.randint(0, cfg.vocab_size, (2, 8))
-        model(tokens, torch.arange(8)[None].expand(2, -1), None, labels=tokens).mean().backward()
-        opt.step()
-        opt.zero_grad()
-    return model, opt
-
-
 def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
     old_cfg, new_cfg = tiny_cfg(**OLD), tiny_cfg(**NEW)
-    model, opt = _trained(old_cfg)
+    model, opt = trained_model(old_cfg)
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
     write_grown_init(str(tmp_path / "g"), iter_grown(model.state_dict(), plan, default_fill(0.02)),
@@ -60,7 +50,7 @@ def test_mup_output_rescale_moves_output_moments(single_process, tmp_path):
     """W' = r W (r = m_new/m_old = 2) makes the output gradients g / r: moments become m / r, v / r^2."""
     mup = dict(use_mup=True, output_mult=2.0, mup_scale_factor=2.0)
     old_cfg, new_cfg = tiny_cfg(**OLD, **mup), tiny_cfg(**{**NEW, **mup, "mup_scale_factor": 4.0})
-    model, opt = _trained(old_cfg)
+    model, opt = trained_model(old_cfg)
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
     assert plan.output_rescale == 2.0
