@@ -115,6 +115,6 @@ class MaskedResidualOut(RowParallelLinear):
     def forward(self, x: Tensor, *args, **kwargs):
         out, bias = super().forward(x, *args, **kwargs)
         mask = self.masks.hidden(out)
-        if self.new_layer:
-            mask = mask * self.masks.c if mask is not None else torch.full((out.shape[-1],), self.masks.c, dtype=out.dtype)
+        if self.new_layer:  # h + c * F(h)
+            mask = self.masks.c if mask is None else mask * self.masks.c
         return _scale(out, bias, mask)
