@@ -1,38 +1,35 @@
-"""Growth under TP=2: the state grown in the TP=1 layout, sharded over two gloo ranks with masks at
-c = 0, reproduces the old model's logits (float64)."""
-import dataclasses
-
+"""Growth with a TP change: a grown checkpoint written in the full (TP=1) layout and read by two
+gloo ranks (TP=2) with masks at c = 0 reproduces the old TP=1 model's logits (float64)."""
 import torch
 
+from nemo_flm.growth.init_file import write_grown_init
 from tests.helpers import run_ranks
 from tests.unit.growth.test_function_preserving import GROWTHS, OLD, _grow, _logits
 
 
-def _rank(rank, new_over, path):
+def _rank(rank, new_over, grown_dir, tokens_path):
     from nemo_flm import parallel
+    from nemo_flm.growth.init_file import copy_weights, read_index
     from nemo_flm.growth.masks import GrowthMasks
-    from nemo_flm.growth.plan import GrowthPlan
     from nemo_flm.model.builder import build_model
-    from nemo_flm.model.sharding import shard_of
     from tests.conftest import tiny_cfg
 
-    saved = torch.load(path)
     cfg = tiny_cfg(**new_over, parallel={"tensor_model_parallel_size": 2})
     parallel.initialize(cfg.parallel, cfg.seed)
-    model = build_model(cfg, growth_masks=GrowthMasks(GrowthPlan(**saved["plan"]), c=0.0)).eval()
-    model.load_state_dict(shard_of(model, saved["state"]))
-    logits = parallel.gather_vocab(_logits(model, saved["tokens"]))
+    model = build_model(cfg, growth_masks=GrowthMasks(read_index(grown_dir)["plan"], c=0.0)).eval()
+    copy_weights(model, grown_dir)
+    logits = parallel.gather_vocab(_logits(model, torch.load(tokens_path)))
     if rank == 0:
-        torch.save(logits, path + ".out")
+        torch.save(logits, tokens_path + ".out")
     parallel.shutdown()
 
 
-def test_growth_preserves_logits_under_tp2(single_process, tmp_path):
+def test_grown_checkpoint_read_at_tp2_preserves_logits(single_process, tmp_path):
     new_over = {**OLD, **GROWTHS["all"]}
     old, _, cfg, masks, state = _grow(OLD, new_over)
+    write_grown_init(str(tmp_path / "grown"), state.items(), iter(()), masks.plan)
     tokens = torch.randint(0, cfg.vocab_size, (2, 2 * cfg.seq_length))
-    path = str(tmp_path / "grown.pt")
-    torch.save({"plan": dataclasses.asdict(masks.plan), "state": state, "tokens": tokens}, path)
-    run_ranks(2, _rank, new_over, path)
-    before, after = _logits(old, tokens), torch.load(path + ".out")
+    torch.save(tokens, tmp_path / "tokens.pt")
+    run_ranks(2, _rank, new_over, str(tmp_path / "grown"), str(tmp_path / "tokens.pt"))
+    before, after = _logits(old, tokens), torch.load(tmp_path / "tokens.pt.out")
     torch.testing.assert_close(after, before, rtol=0, atol=1e-10 * before.abs().max().item())
