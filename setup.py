@@ -21,6 +21,7 @@ setup(
         "matplotlib",
         "tensorboard",
         "tqdm",
+        "safetensors",
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "transformers>=4.40"],
