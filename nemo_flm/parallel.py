@@ -138,3 +138,7 @@ def rank_zero_first(fn):
 
 def tp_world_size() -> int:
     return parallel_state.get_tensor_model_parallel_world_size()
+
+
+def is_rank_zero() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0

@@ -5,14 +5,15 @@ each stage trains under exp_manager in `<exp_dir>/<job name>/<stage name>/`, end
 and the next stage starts from a grown checkpoint (`<exp_dir>/<job name>/<stage name>.grown/`,
 growth/offline.py) made from the previous stage's final Lightning checkpoint (weights and Adam
 state). Re-running the command skips finished stages, reuses a grown checkpoint already written,
-and resumes a stage from its last checkpoint, mid-ramp included, since the mask value is a function of the stage's step.
+and resumes a stage from its last checkpoint, mid-ramp included (the mask value is a function of
+the stage's step).
 """
 from __future__ import annotations
 
 import copy
 import glob
 import os
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -92,7 +93,7 @@ def validate_stages(cfg: DictConfig) -> None:
                                   f"max_steps {job.trainer.max_steps}: the ramp must end inside the stage")
 
 
-def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> List[str]:
+def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
     """Train every stage in order (skipping finished ones); returns the stages' .nemo paths, or
     None when a stage stopped before its max_steps (re-running resumes it)."""
     validate_stages(cfg)
@@ -108,6 +109,7 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> List[str]:
             with open(done_marker(job), "w") as handle:
                 handle.write(f"{trainer.global_step}\n")
         nemos.append(stage_nemo(job))
-    jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
-    write_report(jobs[0].exp_manager.exp_dir, [stage_dir(j) for j in jobs], [j.model for j in jobs])
+    if parallel.is_rank_zero():
+        jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
+        write_report(jobs[0].exp_manager.exp_dir, [stage_dir(j) for j in jobs], [j.model for j in jobs])
     return nemos
