@@ -5,7 +5,8 @@ cumulative tokens and training FLOPs (training/flops.py, lm_head included) with 
 shape and batch. Writes `growth_report.json` and `growth_report.png` beside the stage directories.
 The loss "before" a growth is the last logged loss of the stage that ends; "after" is the first
 logged loss of the grown stage (its first step runs with masks at c = 0, so the two measure the
-same function on consecutive batches).
+same function, but on consecutive batches: with bilingual batches they differ by batch noise of a
+few tenths; exactness itself is what the growth tests check).
 """
 from __future__ import annotations
 
