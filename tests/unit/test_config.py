@@ -1,5 +1,6 @@
 """Each config validation error is one line naming the problem, raised before anything is built."""
 import pytest
+import torch
 
 from nemo_flm.config import ConfigError, load_model_config, padded_vocab_size
 
@@ -57,24 +58,18 @@ def test_train_script_reports_config_errors_in_one_line(tmp_path):
     assert not (tmp_path / "nemo_experiments").exists()
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the errors are for machines without CUDA")
 def test_missing_backends_are_one_line_errors(build):
-    from nemo_flm import compat
-
-    if compat.HAVE_CUDA:
-        pytest.skip("this machine has CUDA; the error is for CPU-only machines")
     with pytest.raises(RuntimeError, match="needs Transformer Engine and a CUDA GPU"):
         build(transformer_impl="transformer_engine", attention_backend="te")
     with pytest.raises(RuntimeError, match="needs flash-attn and a CUDA GPU"):
         build(attention_backend="flash_attn")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="pipeline and sequence parallelism are allowed on GPUs")
 def test_pipeline_and_sequence_parallel_on_cpu_are_clear_errors(single_process):
-    import torch
-
     from nemo_flm import parallel
 
-    if torch.cuda.is_available():
-        pytest.skip("pipeline parallelism is allowed on GPUs")
     with pytest.raises(NotImplementedError, match="pipeline_model_parallel_size > 1 needs GPUs"):
         parallel.initialize(_load(parallel={"pipeline_model_parallel_size": 2}).parallel)
     with pytest.raises(NotImplementedError, match="sequence_parallel needs GPUs"):
