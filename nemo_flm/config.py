@@ -70,9 +70,9 @@ class OptimConfig:
 
 @dataclass
 class GrowthInitConfig:
-    """Start this model from a grown checkpoint (growth/staged.py writes it) and ramp the MSG masks."""
+    """Start this model from a grown checkpoint (growth/offline.py writes it) and ramp the MSG masks."""
 
-    init_from: Optional[str] = None  # grown-init file: weights, Adam state and the growth plan
+    init_from: Optional[str] = None  # grown checkpoint directory: weights, Adam state, growth plan
     grow_steps: int = 0  # the mask value c rises linearly 0 -> 1 over these steps
 
 
@@ -257,7 +257,7 @@ def validate(cfg: Any) -> None:
     _require(cfg.growth.grow_steps >= 0, "growth.grow_steps must be >= 0")
     _require(
         cfg.growth.init_from is None or os.path.exists(os.path.expanduser(cfg.growth.init_from)),
-        f"growth.init_from '{cfg.growth.init_from}' not found: point it at a grown-init file or drop it",
+        f"growth.init_from '{cfg.growth.init_from}' not found: point it at a grown checkpoint (scripts/grow_checkpoint.py) or drop it",
     )
     _validate_data(cfg.data)
 

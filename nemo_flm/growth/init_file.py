@@ -1,4 +1,4 @@
-"""The grown-init checkpoint: what one growth event hands to the next stage's training.
+"""The grown checkpoint: what one growth event hands to the next stage's training.
 
 A directory, written tensor by tensor so that growth never holds the model twice:
     index.json                 plan, samples consumed so far, Adam step, tensor names
