@@ -68,6 +68,18 @@ class FLMModel(ModelPT):
         # the weights now live in the model: a .nemo saved from it restores as a plain model
         self._cfg.growth.init_from = None
 
+    def _fold(self) -> None:
+        """The ramp is over (every mask is 1): move the very same parameters into a plain-spec
+        model built on the meta device, so the rest of the stage, exports and inference run
+        without mask code. No copy, and the optimizer keeps its parameters and state."""
+        with torch.device("meta"):
+            plain = build_model(self.cfg)
+        for name, param in self.model.named_parameters():
+            owner, _, leaf = name.rpartition(".")
+            plain.get_submodule(owner).register_parameter(leaf, param)
+        self.model = plain
+        self.growth_masks = None
+
     # ----------------------------------------------------------------- forward
     def forward(self, tokens: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
                 labels: Optional[torch.Tensor] = None, inference_context=None) -> torch.Tensor:
@@ -120,9 +132,11 @@ class FLMModel(ModelPT):
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.growth_masks is not None:  # the MSG ramp: c = step / grow_steps, then 1
+        if self.growth_masks is not None:  # the MSG ramp: c = step / grow_steps, then fold
             self.growth_masks.c = min(1.0, self.trainer.global_step / self.cfg.growth.grow_steps)
             self.log("growth_mask", self.growth_masks.c, batch_size=1)
+            if self.growth_masks.c >= 1.0:
+                self._fold()
         stats = train_step(self.model, batch, self.cfg.micro_batch_size, self.optimizers(), self.cfg.optim.clip_grad)
         scheduler = self.lr_schedulers()
         lr = scheduler.get_last_lr()[0]
