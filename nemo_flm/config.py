@@ -184,7 +184,7 @@ def ffn_size(cfg: Any) -> int:
 
 
 def padded_vocab_size(cfg: Any) -> int:
-    """Vocab padded to a multiple of make_vocab_size_divisible_by x TP (100256 -> 100352 at TP<=2)."""
+    """Vocab padded to a multiple of make_vocab_size_divisible_by x TP (100256 -> 100352 for any TP up to 16)."""
     multiple = cfg.make_vocab_size_divisible_by * cfg.parallel.tensor_model_parallel_size
     return -(-cfg.vocab_size // multiple) * multiple
 

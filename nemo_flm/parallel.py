@@ -40,7 +40,8 @@ def initialize(par: Any, seed: int = 1234) -> None:
         )
     world = dist.get_world_size()
     if world % (tp * pp) != 0:
-        raise ValueError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes")
+        raise ValueError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes, or set "
+                         "parallel.tensor_model_parallel_size to fit (checkpoints and .nemo files load at any TP)")
     if parallel_state.model_parallel_is_initialized():
         if (parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_pipeline_model_parallel_world_size()) == (tp, pp):
             seed_everything(seed)
@@ -142,3 +143,13 @@ def tp_world_size() -> int:
 
 def is_rank_zero() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def barrier(group=None) -> None:
+    """Wait for every rank of `group` (the world by default); a no-op in a single process."""
+    if dist.is_initialized() and dist.get_world_size(group) > 1:
+        dist.barrier(group=group)
+
+
+def tp_barrier() -> None:
+    barrier(tp_group())

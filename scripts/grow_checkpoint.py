@@ -3,7 +3,9 @@
     python scripts/grow_checkpoint.py --checkpoint CKPT --config-name flm_51b --output grown_51b/ [key=value ...]
     python scripts/grow_checkpoint.py --checkpoint CKPT --config-name flm_101b_growth --stage 1 --output grown/
 
-CKPT is a Lightning checkpoint of FLMModel (weights and Adam state) or a .nemo (weights only).
+CKPT is an exp_manager checkpoint of FLMModel (the directory `<name>-last/` in the run's
+checkpoints/, or its `<name>-last.ckpt` name: weights and Adam state) or a .nemo (weights only),
+written at any tensor-parallel size.
 The next shape is the `model` section of a job config (or of stage --stage of a staged config).
 The output directory is what `model.growth.init_from` takes; start the next stage with it and
 `model.growth.grow_steps` > 0 to ramp the masks. Prints the plan, the input size and the peak
@@ -53,6 +55,14 @@ class PeakAnon:
         self.peak = max(self.peak, anon_rss())
 
 
+def _size(path: str) -> int:
+    """Bytes of a checkpoint file or directory (0 when missing: the growth reports that)."""
+    path = path.removesuffix(".ckpt") if not os.path.exists(path) else path
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
@@ -70,7 +80,7 @@ def main() -> None:
         with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):
             cfg = compose(args.config_name, overrides=args.overrides)
         model_cfg = stage_job(cfg, args.stage).model if args.stage is not None else cfg.model
-        size = os.path.getsize(args.checkpoint) if os.path.isfile(args.checkpoint) else 0
+        size = _size(args.checkpoint)
         with PeakAnon() as mem:
             base = anon_rss()
             plan = grow_checkpoint(args.checkpoint, model_cfg, args.output, args.depth_mode, args.init_std, args.seed)

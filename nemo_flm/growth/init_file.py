@@ -1,32 +1,28 @@
 """The grown checkpoint: what one growth event hands to the next stage's training.
 
-A directory, written tensor by tensor so that growth never holds the model twice:
-    index.json                 plan, samples consumed so far, Adam step, tensor names
-    model/<name>.safetensors   grown weights, full (TP=1) layout, one tensor per file
-    exp_avg/<name>.safetensors, exp_avg_sq/<name>.safetensors   grown Adam moments (optional)
-It is written as `<path>.partial/` and renamed when complete; readers copy one tensor at a time
-into this rank's tensor-parallel shard, so any TP size can start from it.
+A sharded checkpoint directory (checkpoint/shards.py) in the full (TP=1) layout, written tensor
+by tensor so that growth never holds the model twice: group `model` (grown weights), groups
+`exp_avg` / `exp_avg_sq` (grown Adam moments, optional), and in its meta the plan, the samples
+consumed so far and the Adam step. It is written as `<path>.partial/` and renamed when complete;
+readers copy one tensor at a time into this rank's tensor-parallel shard, so any TP size can
+start from it.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-from typing import Any, Dict, Iterable, Optional, Tuple
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from nemo_flm import parallel
+from nemo_flm.checkpoint.shards import ShardReader, ShardWriter
+from nemo_flm.growth.optimizer_state import MOMENTS
 from nemo_flm.growth.plan import GrowthPlan
-from nemo_flm.model.sharding import shard_of
 
-MOMENT_DIRS = ("exp_avg", "exp_avg_sq")
-
-
-def _save(root: str, group: str, name: str, tensor: Tensor) -> None:
-    save_file({"t": tensor.contiguous()}, os.path.join(root, group, f"{name}.safetensors"))
+MODEL = "model"
 
 
 def write_grown_init(
@@ -34,58 +30,52 @@ def write_grown_init(
     model_items: Iterable[Tuple[str, Any]],
     moment_items: Iterable[Tuple[str, str, Tensor]],
     plan: GrowthPlan,
-    step: Optional[Tensor] = None,
+    dims: Mapping[str, Optional[int]],
+    step: Optional[float] = None,
     consumed_samples: int = 0,
 ) -> None:
-    """Stream grown tensors to disk; `moment_items` may be empty (no optimizer state to carry)."""
+    """Stream grown tensors to disk; `moment_items` may be empty (no optimizer state to carry).
+    `dims` are the grown model's TP partition dims (model/sharding.py), for readers at TP > 1."""
     if os.path.exists(path):
         raise FileExistsError(f"grown checkpoint '{path}' exists: choose another output or delete it")
     tmp = f"{path}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
-    for group in ("model", *MOMENT_DIRS):
-        os.makedirs(os.path.join(tmp, group))
-    names = []
+    writer = ShardWriter(tmp)
     for name, value in model_items:
         if torch.is_tensor(value):  # megatron's `_extra_state` entries hold no tensor
-            _save(tmp, "model", name, value)
-            names.append(name)
+            writer.add(MODEL, name, value, dims.get(name))
     moments = 0
     for moment, name, value in moment_items:
-        _save(tmp, moment, name, value)
+        writer.add(moment, name, value, dims.get(name))
         moments += 1
-    index = {"plan": dataclasses.asdict(plan), "consumed_samples": consumed_samples, "tensors": names,
-             "adam_step": float(step) if moments else None}
-    with open(os.path.join(tmp, "index.json"), "w") as handle:
-        json.dump(index, handle, indent=1)
+    writer.write_index({"plan": dataclasses.asdict(plan), "consumed_samples": consumed_samples,
+                        "adam_step": float(step) if moments and step is not None else None})
     os.replace(tmp, path)
 
 
 def read_index(path: str) -> Dict[str, Any]:
-    try:
-        with open(os.path.join(path, "index.json")) as handle:
-            index = json.load(handle)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"grown checkpoint '{path}' is unreadable ({type(err).__name__}): delete it to regrow") from None
-    index["plan"] = GrowthPlan(**index["plan"])
-    return index
-
-
-def _load(path: str, group: str, name: str) -> Tensor:
-    return load_file(os.path.join(path, group, f"{name}.safetensors"))["t"]
+    """The grown checkpoint's meta: plan (a GrowthPlan), consumed_samples, adam_step."""
+    meta = dict(ShardReader(path).meta)
+    meta["plan"] = GrowthPlan(**meta["plan"])
+    return meta
 
 
 def copy_weights(model: torch.nn.Module, path: str) -> None:
     """Copy the grown weights into `model` (this rank's TP shards), one tensor at a time."""
+    reader = ShardReader(path)
+    rank, size = parallel.tp_rank(), parallel.tp_world_size()
     with torch.no_grad():
         for name, param in model.named_parameters():
-            param.copy_(shard_of(model, {name: _load(path, "model", name)})[name])
+            param.copy_(reader.read(MODEL, name, rank, size))
 
 
 def load_adam(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str) -> None:
     """Install the grown Adam state (if the checkpoint has one) into an optimizer over `model`."""
-    step = read_index(path)["adam_step"]
+    reader = ShardReader(path)
+    step = reader.meta["adam_step"]
     if step is None:
         return
+    rank, size = parallel.tp_rank(), parallel.tp_world_size()
     for name, param in model.named_parameters():
-        moments = {m: shard_of(model, {name: _load(path, m, name)})[name] for m in MOMENT_DIRS}
+        moments = {m: reader.read(m, name, rank, size).clone() for m in MOMENTS}
         optimizer.state[param] = {"step": torch.tensor(step), **moments}

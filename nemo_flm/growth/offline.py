@@ -1,9 +1,11 @@
 """Offline growth of a stage checkpoint: `scripts/grow_checkpoint.py` and the staged runner use it.
 
-The input (a Lightning checkpoint of FLMModel, or a .nemo) is memory-mapped, not read whole, and
-each grown tensor is written as soon as it is made (growth/init_file.py), so the anonymous memory
-of a growth stays near a few of the largest tensors rather than twice the model. The input is
-never modified; an existing output is refused before any work.
+The input (an exp_manager checkpoint of FLMModel, or a .nemo) is a sharded checkpoint
+(checkpoint/shards.py): its tensors are memory-mapped, not read whole, and each grown tensor is
+written as soon as it is made (growth/init_file.py), so the anonymous memory of a growth stays
+near a few of the largest tensors rather than twice the model. An input written at TP > 1 is first
+consolidated into the TP=1 layout on disk, one tensor at a time. The input is never modified; an
+existing output is refused before any work.
 """
 from __future__ import annotations
 
@@ -11,65 +13,88 @@ import copy
 import os
 import tarfile
 import tempfile
-from typing import Any, Dict, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 from megatron.core import parallel_state
 from omegaconf import OmegaConf
+from torch import Tensor
 
 from nemo_flm import parallel
+from nemo_flm.checkpoint.lightning_io import checkpoint_dir, read_trainer_state
+from nemo_flm.checkpoint.nemo_file import WEIGHTS
+from nemo_flm.checkpoint.shards import ShardReader, consolidate
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.growth.init_file import write_grown_init
 from nemo_flm.growth.operators import default_fill, iter_grown
-from nemo_flm.growth.optimizer_state import adam_step, iter_grown_moments
+from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
 from nemo_flm.growth.plan import GrowthPlan, make_plan
 from nemo_flm.model.builder import build_model
-from nemo_flm.training.optim import param_groups
+from nemo_flm.model.sharding import partition_dims
+
+PREFIX = "model."  # FLMModel keeps the network in .model
 
 
 def _skeleton(model_cfg: Any):
-    """The model's parameter names and full (TP=1) shapes, on the meta device (no memory)."""
-    full = copy.deepcopy(model_cfg)
-    full.parallel.tensor_model_parallel_size = full.parallel.pipeline_model_parallel_size = 1
-    full.parallel.sequence_parallel = False
+    """The model on the meta device (no memory) at this process's TP size (1 when no job is
+    running), for parameter names, shapes and partition dims."""
+    cfg = copy.deepcopy(model_cfg)
+    cfg.parallel.pipeline_model_parallel_size = 1
+    cfg.parallel.sequence_parallel = False
     if not parallel_state.model_parallel_is_initialized():
-        parallel.initialize(full.parallel, full.seed)
-    elif parallel.tp_world_size() != 1:
-        raise RuntimeError("offline growth reads full (TP=1) checkpoints: run it outside a tensor-parallel job")
+        cfg.parallel.tensor_model_parallel_size = 1
+        parallel.initialize(cfg.parallel, cfg.seed)
+    cfg.parallel.tensor_model_parallel_size = parallel.tp_world_size()
     with torch.device("meta"):
-        return build_model(full)
+        return build_model(cfg)
 
 
-def _adam_by_name(optim: Dict[str, Any], skeleton) -> Dict[str, Dict]:
-    """Lightning stores Adam state by parameter index in optimizer order: map it to names."""
-    names = {id(p): n for n, p in skeleton.named_parameters()}
-    ordered = [names[id(p)] for group in param_groups(skeleton, 0.0) for p in group["params"]]
-    ids = [i for group in optim["param_groups"] for i in group["params"]]
-    return {name: optim["state"][i] for name, i in zip(ordered, ids) if i in optim["state"]}
+def _full_shape(param: torch.nn.Parameter) -> torch.Size:
+    shape = list(param.shape)
+    if getattr(param, "tensor_model_parallel", False):
+        shape[param.partition_dim] *= parallel.tp_world_size()
+    return torch.Size(shape)
 
 
-def read_checkpoint(src: str, workdir: str) -> Tuple[Dict[str, Any], Dict[str, Dict], Any, int]:
-    """(model state, Adam state by name, model config, consumed samples), tensors memory-mapped."""
-    if not os.path.exists(src):
-        raise FileNotFoundError(f"checkpoint '{src}' not found")
+@dataclass
+class StageCheckpoint:
+    """A checkpoint opened for growth: lazily read full tensors keyed by network parameter name."""
+    model: Mapping[str, Tensor]
+    moments: Dict[str, Mapping[str, Tensor]]  # {"exp_avg": ..., "exp_avg_sq": ...}, or empty
+    adam_step: Optional[float]
+    config: Any
+    consumed_samples: int
+
+
+def _open(src: str, workdir: str):
+    """(shard reader, model config, trainer state or {}) of a .nemo or an exp_manager checkpoint."""
     if src.endswith(".nemo"):
         with tarfile.open(src) as tar:
-            members = [m for m in tar.getmembers() if os.path.basename(m.name) in ("model_weights.ckpt", "model_config.yaml")]
+            members = [m for m in tar.getmembers() if m.name.lstrip("./").startswith((WEIGHTS, "model_config.yaml"))]
             tar.extractall(workdir, members=members, filter="data")
-        state = torch.load(os.path.join(workdir, "model_weights.ckpt"), mmap=True, map_location="cpu", weights_only=True)
-        cfg = OmegaConf.load(os.path.join(workdir, "model_config.yaml"))
-        ckpt = {"state_dict": state, "optimizer_states": None, "consumed_samples": 0}
-    else:
-        ckpt = torch.load(src, mmap=True, map_location="cpu", weights_only=False)
-        cfg = ckpt["hyper_parameters"]["cfg"]
+        return ShardReader(os.path.join(workdir, WEIGHTS)), OmegaConf.load(os.path.join(workdir, "model_config.yaml")), {}
+    state = read_trainer_state(src)
+    return ShardReader(checkpoint_dir(src)), state["hyper_parameters"]["cfg"], state
+
+
+def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
+    """Open `src`, checked against its own config; `workdir` holds extracted or consolidated files."""
+    if not os.path.exists(src) and not os.path.exists(src.removesuffix(".ckpt")):
+        raise FileNotFoundError(f"checkpoint '{src}' not found")
+    reader, cfg, state = _open(src, workdir)
     model_cfg = load_model_config({**cfg, "growth": {}})
-    model_state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    skeleton = _skeleton(model_cfg)
-    for name, param in skeleton.named_parameters():
-        if name not in model_state or tuple(model_state[name].shape) != tuple(param.shape):
+    for name, param in _skeleton(model_cfg).named_parameters():
+        key = PREFIX + name
+        if key not in reader.names("model") or reader.shape("model", key) != _full_shape(param):
             raise ConfigError(f"checkpoint '{src}' does not match its own config at '{name}': not an FLM checkpoint?")
-    adam = _adam_by_name(ckpt["optimizer_states"][0], skeleton) if ckpt.get("optimizer_states") else {}
-    return model_state, adam, model_cfg, int(ckpt.get("consumed_samples", 0))
+    moments = [m for m in MOMENTS if reader.names(m)]
+    if reader.tp_size > 1:
+        reader = consolidate(reader, os.path.join(workdir, "tp1"), ["model", *moments])
+    optimizer = (state.get("optimizer_states") or [{"state": {}}])[0]["state"]
+    step = next((float(s["step"]) for s in optimizer.values() if "step" in s), None)
+    return StageCheckpoint(reader.group("model", PREFIX), {m: reader.group(m, PREFIX) for m in moments},
+                           step if moments else None, model_cfg, int(state.get("consumed_samples", 0)))
 
 
 def grow_checkpoint(src: str, new_model_cfg: Any, out: str, depth_mode: str = "stack",
@@ -78,12 +103,12 @@ def grow_checkpoint(src: str, new_model_cfg: Any, out: str, depth_mode: str = "s
     if os.path.exists(out):
         raise FileExistsError(f"output '{out}' exists: choose another --output or delete it")
     new_cfg = load_model_config({**new_model_cfg, "growth": {}})
-    with tempfile.TemporaryDirectory() as workdir:
-        model_state, adam, old_cfg, consumed = read_checkpoint(src, workdir)
-        plan = make_plan(old_cfg, new_cfg, depth_mode)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out))) as workdir:
+        ckpt = read_checkpoint(src, workdir)
+        plan = make_plan(ckpt.config, new_cfg, depth_mode)
         std = init_std if init_std is not None else new_cfg.init_method_std
         fill = default_fill(std, torch.Generator().manual_seed(seed))
-        moments = iter_grown_moments(adam, plan) if adam else iter(())
-        write_grown_init(out, iter_grown(model_state, plan, fill), moments, plan,
-                         step=adam_step(adam) if adam else None, consumed_samples=consumed)
+        moments = iter_grown_moments(ckpt.moments, plan) if ckpt.moments else iter(())
+        write_grown_init(out, iter_grown(ckpt.model, plan, fill), moments, plan, partition_dims(_skeleton(new_cfg)),
+                         step=ckpt.adam_step, consumed_samples=ckpt.consumed_samples)
     return plan

@@ -3,9 +3,8 @@ entries and for whole new layers (copied layers are new parameters), the step co
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Iterator, Tuple
+from typing import Iterator, Mapping, Tuple
 
-import torch
 from torch import Tensor
 
 from nemo_flm.growth.operators import OUTPUT, iter_grown, zero_fill
@@ -14,8 +13,9 @@ from nemo_flm.growth.plan import GrowthPlan
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
-def iter_grown_moments(state: Dict[str, Dict[str, Tensor]], plan: GrowthPlan) -> Iterator[Tuple[str, str, Tensor]]:
-    """(moment, name, grown tensor) one at a time; new layers (copied or not) start from zero.
+def iter_grown_moments(moments: Mapping[str, Mapping[str, Tensor]], plan: GrowthPlan) -> Iterator[Tuple[str, str, Tensor]]:
+    """(moment, name, grown tensor) one at a time from {moment: {name: tensor}} (the inner
+    mappings may load lazily); new layers (copied or not) start from zero.
 
     With a muP output rescale W' = r W the output layer's gradients become g / r, so its first
     and second moments are carried as m / r and v / r^2 (the state Adam would hold had it trained
@@ -23,12 +23,8 @@ def iter_grown_moments(state: Dict[str, Dict[str, Tensor]], plan: GrowthPlan) ->
     fresh = dataclasses.replace(plan, source=[None if j in plan.new_layers else s for j, s in enumerate(plan.source)],
                                 output_rescale=1.0)
     for moment, power in zip(MOMENTS, (1, 2)):
-        for name, value in iter_grown({n: s[moment] for n, s in state.items()}, fresh, zero_fill):
+        for name, value in iter_grown(moments[moment], fresh, zero_fill):
             if name == OUTPUT and plan.output_rescale != 1.0:
                 value = value / plan.output_rescale**power
             yield moment, name, value
 
-
-def adam_step(state: Dict[str, Dict[str, Tensor]]) -> Tensor:
-    """The (shared) Adam step count, kept across growth."""
-    return next(iter(state.values()))["step"].clone() if state else torch.tensor(0.0)

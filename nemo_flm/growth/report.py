@@ -3,10 +3,13 @@
 Reads each stage's TensorBoard scalars (train_loss per logged step) and converts steps into
 cumulative tokens and training FLOPs (training/flops.py, lm_head included) with each stage's own
 shape and batch. Writes `growth_report.json` and `growth_report.png` beside the stage directories.
-The loss "before" a growth is the last logged loss of the stage that ends; "after" is the first
-logged loss of the grown stage (its first step runs with masks at c = 0, so the two measure the
-same function, but on consecutive batches: with bilingual batches they differ by batch noise of a
-few tenths; exactness itself is what the growth tests check).
+Each growth gets two before/after pairs. Train loss: the last logged loss of the stage that ends
+and the first of the grown stage (its first step runs with masks at c = 0, so the same function,
+but on consecutive batches: they differ by batch noise of a few tenths). Validation loss, on the
+same samples: the ending stage's validation at its final step, and the grown model's validation
+before its first step (`val_loss_after_growth`, run by training/run.py); these agree to float
+rounding when growth preserved the function, and are null when the stage did not validate at its
+final step (make trainer.val_check_interval divide max_steps).
 """
 from __future__ import annotations
 
@@ -52,8 +55,16 @@ def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
         flops += (end - start) * per_sample
         out["stages"].append({"stage": stage, "first_loss": points[0][1] if points else None,
                               "last_loss": points[-1][1] if points else None,
-                              "end_tokens": end * cfg.seq_length, "end_flops": flops})
+                              "end_tokens": end * cfg.seq_length, "end_flops": flops,
+                              "final_val_loss": _final_val_loss(path),
+                              "val_loss_after_growth": next((v for _, v in scalars(path, "val_loss_after_growth")), None)})
     return out
+
+
+def _final_val_loss(stage_dir: str):
+    """The validation loss logged at the stage's last training step, if it validated there."""
+    train, val = scalars(stage_dir, "train_loss"), scalars(stage_dir, "val_loss")
+    return val[-1][1] if train and val and val[-1][0] == train[-1][0] else None
 
 
 def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> str:
@@ -65,7 +76,8 @@ def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> 
 
     data = curve(stage_dirs, [load_model_config({**c, "growth": {}}) for c in model_cfgs])
     data["growths"] = [
-        {"at_tokens": a["end_tokens"], "at_flops": a["end_flops"], "loss_before": a["last_loss"], "loss_after": b["first_loss"]}
+        {"at_tokens": a["end_tokens"], "at_flops": a["end_flops"], "loss_before": a["last_loss"],
+         "loss_after": b["first_loss"], "val_loss_before": a["final_val_loss"], "val_loss_after": b["val_loss_after_growth"]}
         for a, b in zip(data["stages"], data["stages"][1:])
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

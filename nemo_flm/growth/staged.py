@@ -15,10 +15,10 @@ import glob
 import os
 from typing import Any, List, Optional
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
+from nemo_flm.checkpoint.lightning_io import read_trainer_state
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.plan import make_plan
@@ -55,11 +55,11 @@ def done_marker(job: DictConfig) -> str:
 
 def final_checkpoint(job: DictConfig) -> str:
     """The stage's last Lightning checkpoint, which must be at its max_steps."""
-    paths = glob.glob(os.path.join(stage_dir(job), "checkpoints", "*-last.ckpt"))
+    paths = glob.glob(os.path.join(stage_dir(job), "checkpoints", "*-last"))
     if not paths:
-        raise FileNotFoundError(f"stage '{job.exp_manager.name}' has no '*-last.ckpt' in {stage_dir(job)}/checkpoints")
+        raise FileNotFoundError(f"stage '{job.exp_manager.name}' has no '*-last' checkpoint in {stage_dir(job)}/checkpoints")
     path = max(paths, key=os.path.getmtime)
-    step = torch.load(path, mmap=True, map_location="cpu", weights_only=False)["global_step"]
+    step = read_trainer_state(path)["global_step"]
     if step != job.trainer.max_steps:
         raise ConfigError(
             f"the last checkpoint of stage '{job.exp_manager.name}' is at step {step}, not "

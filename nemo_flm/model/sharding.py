@@ -1,27 +1,19 @@
-"""Full (TP=1 layout) state dicts <-> this rank's tensor-parallel shards.
+"""Which tensors are tensor-parallel shards, and along which dim.
 
 megatron tags every tensor-parallel parameter with `tensor_model_parallel` and `partition_dim`;
 its shards are contiguous chunks of the full tensor (the fused qkv is laid out per head group, so a
-chunk holds whole heads). Reading those tags keeps this module free of per-layer tables.
+chunk holds whole heads). Reading those tags keeps the checkpoint code free of per-layer tables.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
-from torch import Tensor
-
-from nemo_flm import parallel
 
 
-def shard_of(model: torch.nn.Module, full: Dict[str, Tensor]) -> Dict[str, Tensor]:
-    """This TP rank's part of a full state dict, for model.load_state_dict."""
-    params = dict(model.named_parameters())
-    rank, size = parallel.tp_rank(), parallel.tp_world_size()
-    out = {}
-    for name, value in full.items():
-        param = params.get(name)
-        if param is not None and getattr(param, "tensor_model_parallel", False) and size > 1:
-            value = value.chunk(size, dim=param.partition_dim)[rank]
-        out[name] = value
-    return out
+def partition_dims(module: torch.nn.Module, prefix: str = "") -> Dict[str, Optional[int]]:
+    """state-dict key -> the dim its TP shards split (None: replicated on every TP rank)."""
+    return {
+        f"{prefix}{name}": param.partition_dim if getattr(param, "tensor_model_parallel", False) else None
+        for name, param in module.named_parameters()
+    }

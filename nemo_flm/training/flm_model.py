@@ -14,11 +14,12 @@ from typing import Any, Dict, List, Optional
 import torch
 from lightning.pytorch import Trainer
 from nemo.core.classes import ModelPT
-from nemo.utils.get_rank import is_global_rank_zero
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from nemo_flm import parallel
+from nemo_flm.checkpoint.lightning_io import name_states, number_states
+from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
 from nemo_flm.config import load_model_config
 from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_prefixes
 from nemo_flm.data.sampler import PretrainingBatchSampler
@@ -40,6 +41,7 @@ class FLMModel(ModelPT):
     def __init__(self, cfg: DictConfig, trainer: Optional[Trainer] = None):
         cfg = load_model_config(cfg)
         super().__init__(cfg=cfg, trainer=trainer)
+        self._save_restore_connector = FLMSaveRestoreConnector()
         parallel.initialize(cfg.parallel, cfg.seed)
         self.growth_masks: Optional[GrowthMasks] = None
         self._grown_from: Optional[str] = None  # grown checkpoint whose Adam state starts the optimizer
@@ -53,6 +55,7 @@ class FLMModel(ModelPT):
         self._flops_per_token = train_flops_per_token(cfg)
         self._valid_langs: List[str] = []
         self._val_sums: Dict[str, List[float]] = {}
+        self.val_tag_suffix = ""  # "_after_growth" while run.py validates a freshly grown model
         self._last_step_time: Optional[float] = None
         self._data_prefixes: Optional[Dict[str, str]] = None
 
@@ -67,6 +70,11 @@ class FLMModel(ModelPT):
         self._sample_offset = int(index["consumed_samples"])
         # the weights now live in the model: a .nemo saved from it restores as a plain model
         self._cfg.growth.init_from = None
+
+    @property
+    def starts_from_growth(self) -> bool:
+        """A stage beginning from a grown checkpoint (not resuming one that already began)."""
+        return self._grown_from is not None and self.trainer is not None and self.trainer.ckpt_path is None
 
     def _fold(self) -> None:
         """The ramp is over (every mask is 1): move the very same parameters into a plain-spec
@@ -173,30 +181,38 @@ class FLMModel(ModelPT):
         parallel.all_reduce(sums, parallel.dp_group())
         metrics = {f"val_loss_{lang}": (s[0] / s[1].clamp_min(1)).item() for lang, s in zip(self._valid_langs, sums)}
         metrics["val_loss"] = (sums[:, 0].sum() / sums[:, 1].sum().clamp_min(1)).item()
-        self.log_dict(metrics, prog_bar=False, batch_size=1)
+        self.log_dict({k + self.val_tag_suffix: v for k, v in metrics.items()}, prog_bar=False, batch_size=1)
         self.log("val", metrics["val_loss"], prog_bar=True, logger=False, batch_size=1)
         self._val_sums = {}
         self._last_step_time = None  # validation time is not training throughput
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Adam state keyed by parameter name and the TP layout, for the sharded checkpoint
+        (checkpoint/lightning_io.py) that any TP size can resume or grow from."""
         checkpoint["consumed_samples"] = self.consumed_samples
+        name_states(checkpoint, self.model)
+        # Lightning saves its logging step before incrementing it for the current batch, so a
+        # resumed run would log every step one behind the uninterrupted run (and overwrite the
+        # last logged one); with one optimizer step per batch it equals global_step.
+        loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict")
+        if loop is not None:
+            loop["_batches_that_stepped"] = checkpoint["global_step"]
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self.consumed_samples = int(checkpoint.get("consumed_samples", 0))
+        number_states(checkpoint, self.model)
 
     def save_to(self, save_path: str) -> None:
-        """Write the .nemo under a temporary name and rename it when complete (global rank 0 only,
-        like NeMo's own save_to)."""
-        if not is_global_rank_zero():
-            return
-        tmp = f"{save_path}.partial{os.getpid()}"
-        try:
-            super().save_to(tmp)
-            os.replace(tmp, save_path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        """Every rank takes part (each TP rank writes its shards); the .nemo is written under a
+        temporary name and renamed when complete (checkpoint/nemo_file.py)."""
+        self._save_restore_connector.save_to(self, os.path.abspath(os.path.expanduser(save_path)))
+
+    @classmethod
+    def restore_from(cls, restore_path: str, *args, save_restore_connector=None, **kwargs):
+        """NeMo's restore_from, reading the sharded weights of a nemo_flm .nemo by default."""
+        connector = save_restore_connector or FLMSaveRestoreConnector()
+        return super().restore_from(restore_path, *args, save_restore_connector=connector, **kwargs)
 
     @classmethod
     def list_available_models(cls) -> List:

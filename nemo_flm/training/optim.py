@@ -34,6 +34,25 @@ def build_optimizer(model: torch.nn.Module, optim: Any) -> torch.optim.AdamW:
     )
 
 
+def optimizer_param_names(model: torch.nn.Module, prefix: str = "") -> List[str]:
+    """Parameter names in the order build_optimizer numbers them (torch keys state by number)."""
+    names = {id(p): f"{prefix}{n}" for n, p in model.named_parameters()}
+    return [names[id(p)] for group in param_groups(model, 0.0) for p in group["params"]]
+
+
+def state_by_name(state: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
+    """An optimizer state dict keyed by parameter name: valid across TP sizes and growth."""
+    return {"state": {names[i]: s for i, s in state["state"].items()},
+            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+
+
+def state_by_index(state: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
+    """The inverse of state_by_name, for optimizer.load_state_dict."""
+    index = {name: i for i, name in enumerate(names)}
+    return {"state": {index[n]: s for n, s in state["state"].items()},
+            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]]}
+
+
 def schedule_steps(optim: Any, global_batch_size: int) -> Dict[str, int]:
     """Warmup and cosine-decay lengths in optimizer steps from the configured sample counts."""
     return {

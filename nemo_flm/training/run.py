@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.training.flm_model import FLMModel
 from nemo_flm.training.strategy import FLMStrategy
@@ -18,20 +19,28 @@ from nemo_flm.training.strategy import FLMStrategy
 def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMModel, pl.Trainer, Any]:
     """Validate the model config, set up the trainer and exp_manager, fit; returns (model, trainer, log_dir).
 
-    Re-running the same job resumes from its last checkpoint (exp_manager.resume_if_exists)."""
+    Re-running the same job resumes from its last checkpoint (exp_manager.resume_if_exists), at
+    any tensor-parallel size: checkpoints are sharded (checkpoint/lightning_io.py)."""
     model_cfg = load_model_config(cfg.model)  # fails before any directory is created
-    if model_cfg.parallel.tensor_model_parallel_size > 1:
-        raise ConfigError(
-            "training with tensor_model_parallel_size > 1 needs sharded checkpoints, which are not built yet "
-            "(TP=2 is verified at the model level): train with TP=1 and data parallelism"
-        )
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    if _world_size(trainer_kwargs) > 1:
+    world = _world_size(trainer_kwargs)
+    if world % model_cfg.parallel.tensor_model_parallel_size:
+        raise ConfigError(f"{world} processes (trainer.devices x trainer.num_nodes) do not divide into tensor-parallel "
+                          f"groups of {model_cfg.parallel.tensor_model_parallel_size}: make the world a multiple of it")
+    if world > 1:
         trainer_kwargs.setdefault("strategy", FLMStrategy())
+    else:
+        trainer_kwargs.setdefault("plugins", [FLMCheckpointIO()])
     trainer = pl.Trainer(callbacks=list(callbacks), **trainer_kwargs)
     # a copy: exp_manager writes into the config it is given
     log_dir = exp_manager(trainer, OmegaConf.create(OmegaConf.to_container(cfg.exp_manager, resolve=True)))
     model = FLMModel(model_cfg, trainer=trainer)
+    if model.starts_from_growth:
+        # the validation loss of the grown model before any step (masks at c = 0), on the same
+        # samples as the previous stage's last validation: the growth report's exactness check
+        model.val_tag_suffix = "_after_growth"
+        trainer.validate(model)
+        model.val_tag_suffix = ""
     trainer.fit(model)
     return model, trainer, log_dir
 

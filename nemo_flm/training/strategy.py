@@ -1,15 +1,29 @@
-"""Lightning's DDP process management without the DDP wrapper.
+"""Lightning's DDP process management without the DDP wrapper, saving sharded checkpoints.
 
 megatron's tensor/pipeline groups sit inside the data-parallel world, so torch's DDP (which
 all-reduces every gradient over the whole world) would be wrong; gradients are reduced over the
 data-parallel group by nemo_flm.parallel.reduce_grads in the training step instead (the role
-NeMo 1.x's NLPDDPStrategy played).
+NeMo 1.x's NLPDDPStrategy played). Checkpoints are written by every tensor-parallel rank of
+data-parallel rank 0, each its own shards (checkpoint/lightning_io.py), not by global rank 0 alone.
 """
 from __future__ import annotations
 
+from typing import Any, Dict, Optional
+
 from lightning.pytorch.strategies import DDPStrategy
+
+from nemo_flm import parallel
+from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 
 
 class FLMStrategy(DDPStrategy):
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("checkpoint_io", FLMCheckpointIO())
+        super().__init__(**kwargs)
+
     def configure_ddp(self) -> None:
         """Keep the module unwrapped; the training step reduces gradients itself."""
+
+    def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
+        if parallel.dp_rank() == 0:
+            self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)

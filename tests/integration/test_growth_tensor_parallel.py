@@ -3,6 +3,7 @@ gloo ranks (TP=2) with masks at c = 0 reproduces the old TP=1 model's logits (fl
 import torch
 
 from nemo_flm.growth.init_file import write_grown_init
+from nemo_flm.model.sharding import partition_dims
 from tests.helpers import run_ranks
 from tests.unit.growth.test_function_preserving import GROWTHS, OLD, _grow, _logits
 
@@ -26,8 +27,8 @@ def _rank(rank, new_over, grown_dir, tokens_path):
 
 def test_grown_checkpoint_read_at_tp2_preserves_logits(single_process, tmp_path):
     new_over = {**OLD, **GROWTHS["all"]}
-    old, _, cfg, masks, state = _grow(OLD, new_over)
-    write_grown_init(str(tmp_path / "grown"), state.items(), iter(()), masks.plan)
+    old, new, cfg, masks, state = _grow(OLD, new_over)
+    write_grown_init(str(tmp_path / "grown"), state.items(), iter(()), masks.plan, partition_dims(new))
     tokens = torch.randint(0, cfg.vocab_size, (2, 2 * cfg.seq_length))
     torch.save(tokens, tmp_path / "tokens.pt")
     run_ranks(2, _rank, new_over, str(tmp_path / "grown"), str(tmp_path / "tokens.pt"))

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import load_file
 
+from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, checkpoint_dir, name_states
+from nemo_flm.checkpoint.shards import ShardReader
 from nemo_flm.config import ConfigError
 from nemo_flm.growth.init_file import read_index
 from nemo_flm.growth.offline import grow_checkpoint
@@ -26,16 +27,22 @@ NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=
 
 
 def lightning_checkpoint(path, cfg, steps=2):
-    """A checkpoint shaped like the ones FLMModel's Lightning runs write."""
+    """A checkpoint written the way FLMModel's Lightning runs write it (`x.ckpt` -> directory `x`)."""
     model, opt = trained_model(cfg, steps)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "optimizer_states": [opt.state_dict()], "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
-                "consumed_samples": 24, "global_step": steps}, path)
+    ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+            "optimizer_states": [opt.state_dict()], "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
+            "consumed_samples": 24, "global_step": steps}
+    name_states(ckpt, model)
+    FLMCheckpointIO().save_checkpoint(ckpt, str(path))
     return model
 
 
 def _digest(path):
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    """sha256 over every file of a checkpoint directory (names and contents)."""
+    h = hashlib.sha256()
+    for f in sorted(Path(checkpoint_dir(path)).rglob("*")):
+        h.update(str(f).encode() + (f.read_bytes() if f.is_file() else b""))
+    return h.hexdigest()
 
 
 def test_offline_equals_in_process(single_process, tmp_path):
@@ -46,10 +53,10 @@ def test_offline_equals_in_process(single_process, tmp_path):
     expected = grow_state_dict(model.state_dict(), make_plan(old_cfg, new_cfg), default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(7)))
     index = read_index(str(tmp_path / "g"))
     assert index["consumed_samples"] == 24 and index["adam_step"] == 2.0
-    assert set(index["tensors"]) == {k for k, v in expected.items() if torch.is_tensor(v)}
-    for name in index["tensors"]:
-        got = load_file(tmp_path / "g" / "model" / f"{name}.safetensors")["t"]
-        torch.testing.assert_close(got, expected[name], rtol=0, atol=0)
+    reader = ShardReader(str(tmp_path / "g"))
+    assert set(reader.names("model")) == {k for k, v in expected.items() if torch.is_tensor(v)}
+    for name in reader.names("model"):
+        torch.testing.assert_close(reader.read("model", name), expected[name], rtol=0, atol=0)
     assert _digest(tmp_path / "s1.ckpt") == before  # the input is never modified
 
 
@@ -65,16 +72,17 @@ def test_refusals_leave_files_untouched(single_process, tmp_path):
         grow_checkpoint(str(tmp_path / "s1.ckpt"), tiny_cfg(**dict(OLD, num_layers=1)), str(tmp_path / "o2"))
     with pytest.raises(ConfigError, match="head dim changes"):
         grow_checkpoint(str(tmp_path / "s1.ckpt"), tiny_cfg(**dict(NEW, num_attention_heads=2)), str(tmp_path / "o3"))
-    assert sorted(os.listdir(tmp_path)) == ["exists", "s1.ckpt"] and not os.listdir(tmp_path / "exists")
+    assert sorted(os.listdir(tmp_path)) == ["exists", "s1"] and not os.listdir(tmp_path / "exists")
     assert _digest(tmp_path / "s1.ckpt") == before
 
 
 def test_checkpoint_not_matching_its_config_is_refused(single_process, tmp_path):
     cfg = tiny_cfg(**OLD)
-    lightning_checkpoint(tmp_path / "s1.ckpt", cfg)
-    ckpt = torch.load(tmp_path / "s1.ckpt", weights_only=False)
-    ckpt["hyper_parameters"]["cfg"]["ffn_hidden_size"] = 96
-    torch.save(ckpt, tmp_path / "bad.ckpt")
+    lightning_checkpoint(tmp_path / "bad.ckpt", cfg)
+    state_file = tmp_path / "bad" / "trainer_state.pt"
+    state = torch.load(state_file, weights_only=False)
+    state["hyper_parameters"]["cfg"]["ffn_hidden_size"] = 96
+    torch.save(state, state_file)
     with pytest.raises(ConfigError, match="does not match its own config"):
         grow_checkpoint(str(tmp_path / "bad.ckpt"), tiny_cfg(**NEW), str(tmp_path / "o"))
 

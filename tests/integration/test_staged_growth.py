@@ -1,14 +1,15 @@
 """Staged growth from one command: stages run in order, each from the previous stage's grown
 checkpoint; a run killed mid-ramp and resumed follows the uninterrupted loss trajectory."""
+import json
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 
-from nemo_flm.config import register_schema
 from safetensors.torch import load_file
+
+from nemo_flm.config import register_schema
 
 from nemo_flm.growth.init_file import read_index
 from nemo_flm.growth.staged import run_stages
@@ -60,6 +61,11 @@ def test_staged_run_and_resume_mid_ramp(tmp_path):
     assert read_index(str(grown))["consumed_samples"] == 4 * 8  # stage 2 continues where stage 1 stopped
     fc1 = load_file(grown / "model" / "decoder.layers.2.mlp.linear_fc1.weight.safetensors")["t"]
     assert fc1.shape == (384, 96)
+    # the grown model before its first step gives the previous stage's final validation loss
+    report = json.loads((tmp_path / "a" / "flm_tiny_growth" / "growth_report.json").read_text())
+    assert len(report["growths"]) == 2
+    for growth in report["growths"]:
+        assert growth["val_loss_after"] == pytest.approx(growth["val_loss_before"], rel=1e-5), growth
 
     first = StageRecorder(stop_at=2)
     assert run_stages(_cfg(tmp_path / "b"), train, callbacks=[first]) is None  # killed mid-ramp

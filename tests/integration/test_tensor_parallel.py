@@ -1,5 +1,4 @@
 """TP=2 on CPU (two gloo processes) gives the TP=1 logits, loss and gradient norm."""
-import pytest
 import torch
 
 from tests.conftest import tiny_cfg

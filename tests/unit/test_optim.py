@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nemo_flm.config import load_model_config
-from nemo_flm.training.optim import build_optimizer, build_scheduler, clip_grad_norm, param_groups
+from nemo_flm.training.optim import build_scheduler, clip_grad_norm, param_groups
 
 
 def test_no_weight_decay_on_biases_and_layernorms(build):

@@ -2,7 +2,6 @@
 import json
 import os
 
-import numpy as np
 import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 

@@ -4,9 +4,10 @@ import torch
 
 from nemo_flm.growth.init_file import load_adam, write_grown_init
 from nemo_flm.growth.operators import default_fill, iter_grown
-from nemo_flm.growth.optimizer_state import adam_step, iter_grown_moments
+from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.model.builder import build_model
+from nemo_flm.model.sharding import partition_dims
 from nemo_flm.training.optim import build_optimizer
 from tests.conftest import tiny_cfg
 from tests.helpers import trained_model
@@ -19,15 +20,20 @@ def named_adam_state(model, optimizer):
     return {name: dict(optimizer.state[p]) for name, p in model.named_parameters() if p in optimizer.state}
 
 
+def by_moment(state):
+    return {m: {name: s[m] for name, s in state.items()} for m in MOMENTS}
+
+
 def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
     old_cfg, new_cfg = tiny_cfg(**OLD), tiny_cfg(**NEW)
     model, opt = trained_model(old_cfg)
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
-    write_grown_init(str(tmp_path / "g"), iter_grown(model.state_dict(), plan, default_fill(0.02)),
-                     iter_grown_moments(old_state, plan), plan, step=adam_step(old_state))
-
     new_model = build_model(new_cfg)
+    write_grown_init(str(tmp_path / "g"), iter_grown(model.state_dict(), plan, default_fill(0.02)),
+                     iter_grown_moments(by_moment(old_state), plan), plan, partition_dims(new_model),
+                     step=old_state["output_layer.weight"]["step"])
+
     new_opt = build_optimizer(new_model, new_cfg.optim)
     load_adam(new_model, new_opt, str(tmp_path / "g"))
     state = named_adam_state(new_model, new_opt)
@@ -54,7 +60,7 @@ def test_mup_output_rescale_moves_output_moments(single_process, tmp_path):
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
     assert plan.output_rescale == 2.0
-    grown = {(m, n): v for m, n, v in iter_grown_moments(old_state, plan)}
+    grown = {(m, n): v for m, n, v in iter_grown_moments(by_moment(old_state), plan)}
     old_m, old_v = old_state["output_layer.weight"]["exp_avg"], old_state["output_layer.weight"]["exp_avg_sq"]
     torch.testing.assert_close(grown[("exp_avg", "output_layer.weight")][:, :32], old_m / 2, rtol=0, atol=0)
     torch.testing.assert_close(grown[("exp_avg_sq", "output_layer.weight")][:, :32], old_v / 4, rtol=0, atol=0)

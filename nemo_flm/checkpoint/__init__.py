@@ -1,0 +1,1 @@
+"""Checkpoint storage: sharded safetensors directories, Lightning checkpoint IO, .nemo weights."""

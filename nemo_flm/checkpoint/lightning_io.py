@@ -1,0 +1,137 @@
+"""Lightning checkpoints as sharded directories, so TP > 1 runs can save, resume and be grown.
+
+A checkpoint `<name>.ckpt` is written as the directory `<name>/` (NeMo's convention for
+distributed checkpoints, which exp_manager's resume and top-k bookkeeping already understand):
+
+    index.json, model/, exp_avg/, exp_avg_sq/   weights and Adam moments (checkpoint/shards.py)
+    trainer_state.pt                            everything else Lightning saves (loops, callbacks,
+                                                 schedulers, hyper-parameters, Adam steps)
+
+FLMModel.on_save_checkpoint keys the optimizer state by parameter name and records the TP layout
+(`flm_tp_layout`, name_states); every tensor-parallel rank of data-parallel rank 0 calls save_checkpoint
+(FLMStrategy) and writes its own shards into `<name>.partial/`, which TP rank 0 renames when all
+are done. Loading reads this rank's shards at the current TP size, whatever TP wrote them.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any, Dict, Optional
+
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from nemo.utils.model_utils import ckpt_to_dir
+
+from nemo_flm import parallel
+from nemo_flm.checkpoint.shards import ShardReader, ShardWriter
+from nemo_flm.model.sharding import partition_dims
+from nemo_flm.training.optim import optimizer_param_names, state_by_index, state_by_name
+
+TRAINER_STATE = "trainer_state.pt"
+LAYOUT = "flm_tp_layout"
+MODEL = "model"
+
+
+def _shardable(value: Any) -> bool:
+    return torch.is_tensor(value) and value.ndim >= 1
+
+
+def checkpoint_dir(path) -> str:
+    """The directory behind a Lightning checkpoint path (`x.ckpt` -> `x`, a directory stays)."""
+    return str(ckpt_to_dir(path))
+
+
+def read_trainer_state(path) -> Dict[str, Any]:
+    """The checkpoint without its tensors (step, hyper-parameters, consumed samples): cheap."""
+    root = checkpoint_dir(path)
+    state_file = os.path.join(root, TRAINER_STATE)
+    if not os.path.isfile(state_file):
+        raise ValueError(f"'{root}' is not a complete nemo_flm checkpoint (no {TRAINER_STATE}): "
+                         "pass the checkpoint directory exp_manager wrote")
+    return torch.load(state_file, map_location="cpu", weights_only=False)
+
+
+def name_states(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
+    """Before saving: optimizer state keyed by parameter name (valid at any TP size and after
+    growth) and this rank's TP layout; `network` is what the state dict holds under `prefix`."""
+    names = optimizer_param_names(network, prefix)
+    checkpoint["optimizer_states"] = [state_by_name(s, names) for s in checkpoint.get("optimizer_states", [])]
+    checkpoint[LAYOUT] = {"tp_rank": parallel.tp_rank(), "tp_size": parallel.tp_world_size(),
+                          "partition_dims": partition_dims(network, prefix)}
+
+
+def number_states(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
+    """After loading: optimizer state keyed by number again, as optimizer.load_state_dict wants."""
+    names = optimizer_param_names(network, prefix)
+    checkpoint["optimizer_states"] = [state_by_index(s, names) for s in checkpoint.get("optimizer_states", [])]
+
+
+class FLMCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
+        if LAYOUT not in checkpoint:
+            raise ValueError("this checkpoint has no tensor-parallel layout (FLMModel.on_save_checkpoint did not run): "
+                             "weights-only Lightning checkpoints are not supported, use the .nemo instead")
+        layout = checkpoint[LAYOUT]
+        root = checkpoint_dir(path)
+        staging = f"{root}.partial"
+        if layout["tp_rank"] == 0:
+            shutil.rmtree(staging, ignore_errors=True)
+        parallel.tp_barrier()
+        writer = ShardWriter(staging, layout["tp_rank"], layout["tp_size"])
+        rest = dict(checkpoint)
+        rest["state_dict"] = self._write_group(writer, MODEL, checkpoint["state_dict"], layout["partition_dims"])
+        rest["optimizer_states"] = [self._write_optimizer(writer, opt, layout["partition_dims"])
+                                    for opt in checkpoint.get("optimizer_states", [])]
+        if layout["tp_rank"] == 0:
+            torch.save(rest, os.path.join(staging, TRAINER_STATE))
+            writer.write_index()
+        parallel.tp_barrier()
+        if layout["tp_rank"] == 0:
+            _replace_dir(staging, root)
+
+    @staticmethod
+    def _write_group(writer: ShardWriter, group: str, tensors: Dict[str, Any], dims: Dict[str, Any]) -> Dict[str, Any]:
+        """Write the shardable tensors of `tensors`; returns the other entries."""
+        rest = {}
+        for name, value in tensors.items():
+            if _shardable(value):
+                writer.add(group, name, value, dims.get(name))
+            else:
+                rest[name] = value
+        return rest
+
+    def _write_optimizer(self, writer: ShardWriter, opt: Dict[str, Any], dims: Dict[str, Any]) -> Dict[str, Any]:
+        state = {}
+        for name, entries in opt["state"].items():
+            state[name] = {}
+            for key, value in entries.items():
+                if _shardable(value):
+                    writer.add(key, name, value, dims[name])
+                else:
+                    state[name][key] = value
+        return {**opt, "state": state}
+
+    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+        """The checkpoint with this rank's shards at the current TP size."""
+        checkpoint = read_trainer_state(path)
+        reader = ShardReader(checkpoint_dir(path))
+        rank, size = parallel.tp_rank(), parallel.tp_world_size()
+        checkpoint["state_dict"].update({n: reader.read(MODEL, n, rank, size) for n in reader.names(MODEL)})
+        for opt in checkpoint.get("optimizer_states", []):
+            for name, entries in opt["state"].items():
+                entries.update({key: reader.read(key, name, rank, size)
+                                for key in reader.tensors if key != MODEL and name in reader.tensors[key]})
+        return checkpoint
+
+    def remove_checkpoint(self, path) -> None:
+        shutil.rmtree(checkpoint_dir(path), ignore_errors=True)
+
+
+def _replace_dir(staging: str, root: str) -> None:
+    """Put the complete `staging` at `root`; an older `root` (save_last overwrites) goes last."""
+    old = f"{root}.old"
+    if os.path.exists(root):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(root, old)
+    os.replace(staging, root)
+    shutil.rmtree(old, ignore_errors=True)
