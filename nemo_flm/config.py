@@ -82,6 +82,9 @@ class ModelConfig:
     num_layers: int = 2
     hidden_size: int = 64
     num_attention_heads: int = 4
+    # head dim (megatron's kv_channels); None -> hidden_size / num_attention_heads, FLM's schema.
+    # Set it to grow hidden size and heads separately; the FLM/HF export needs the schema value.
+    kv_channels: Optional[int] = None
     ffn_hidden_size: Optional[int] = None  # None -> 4 x hidden_size
     seq_length: int = 128
     vocab_size: int = 100256  # tokenizer vocabulary before padding
@@ -183,6 +186,10 @@ def ffn_size(cfg: Any) -> int:
     return cfg.ffn_hidden_size or 4 * cfg.hidden_size
 
 
+def head_dim(cfg: Any) -> int:
+    return cfg.kv_channels or cfg.hidden_size // cfg.num_attention_heads
+
+
 def padded_vocab_size(cfg: Any) -> int:
     """Vocab padded to a multiple of make_vocab_size_divisible_by x TP (100256 -> 100352 for any TP up to 16)."""
     multiple = cfg.make_vocab_size_divisible_by * cfg.parallel.tensor_model_parallel_size
@@ -195,12 +202,11 @@ def validate(cfg: Any) -> None:
     pp = cfg.parallel.pipeline_model_parallel_size
     _require(tp >= 1 and pp >= 1, f"parallel sizes must be >= 1, got TP={tp} PP={pp}")
     _require(
-        cfg.hidden_size % cfg.num_attention_heads == 0,
+        cfg.kv_channels is not None or cfg.hidden_size % cfg.num_attention_heads == 0,
         f"hidden_size {cfg.hidden_size} is not divisible by num_attention_heads "
-        f"{cfg.num_attention_heads}: pick heads that divide it",
+        f"{cfg.num_attention_heads}: pick heads that divide it (or set kv_channels, the head dim)",
     )
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
-    _require(head_dim % 2 == 0, f"head dim {head_dim} must be even for rotary/xPos: change heads")
+    _require(head_dim(cfg) % 2 == 0, f"head dim {head_dim(cfg)} must be even for rotary/xPos: change heads or kv_channels")
     _require(
         cfg.num_attention_heads % tp == 0,
         f"num_attention_heads {cfg.num_attention_heads} is not divisible by "

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List
 
-from nemo_flm.config import ConfigError, ffn_size
+from nemo_flm.config import ConfigError, ffn_size, head_dim
 from nemo_flm.model.builder import logit_scale
 
 DEPTH_MODES = ("stack", "interleave", "random")
@@ -59,15 +59,16 @@ def make_plan(old: Any, new: Any, depth_mode: str = "stack") -> GrowthPlan:
     """The plan growing model config `old` into `new`; one-line ConfigError when it cannot."""
     if depth_mode not in DEPTH_MODES:
         raise ConfigError(f"depth_mode must be one of {DEPTH_MODES}, got '{depth_mode}'")
-    head_dim = old.hidden_size // old.num_attention_heads
-    if new.hidden_size // new.num_attention_heads != head_dim:
+    dim = head_dim(old)
+    if head_dim(new) != dim:
         raise ConfigError(
-            f"head dim changes {head_dim} -> {new.hidden_size // new.num_attention_heads}: FLM grows hidden "
-            f"and heads together with a fixed head dim; pick heads = hidden / {head_dim}"
+            f"head dim changes {dim} -> {head_dim(new)}: growth keeps the head dim; pick heads = hidden / {dim} "
+            f"(FLM's schema), or set kv_channels: {dim} to grow hidden and heads separately"
         )
     pairs = {
         "num_layers": (old.num_layers, new.num_layers),
         "hidden_size": (old.hidden_size, new.hidden_size),
+        "num_attention_heads": (old.num_attention_heads, new.num_attention_heads),
         "ffn_hidden_size": (ffn_size(old), ffn_size(new)),
     }
     for name, (a, b) in pairs.items():
@@ -82,6 +83,6 @@ def make_plan(old: Any, new: Any, depth_mode: str = "stack") -> GrowthPlan:
     source, added = _layer_sources(old.num_layers, new.num_layers, depth_mode)
     return GrowthPlan(
         old_hidden=old.hidden_size, new_hidden=new.hidden_size, old_ffn=ffn_size(old), new_ffn=ffn_size(new),
-        old_heads=old.num_attention_heads, new_heads=new.num_attention_heads, head_dim=head_dim,
+        old_heads=old.num_attention_heads, new_heads=new.num_attention_heads, head_dim=dim,
         source=source, new_layers=added, output_rescale=output_rescale,
     )

@@ -10,7 +10,7 @@ from megatron.core.transformer.transformer_block import get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from nemo_flm.compat import require_backends
-from nemo_flm.config import ffn_size, padded_vocab_size
+from nemo_flm.config import ffn_size, head_dim, padded_vocab_size
 from nemo_flm.model.gpt import FLMGPTModel
 from nemo_flm.model.spec import flm_block_spec, flm_layer_spec, growth_block_spec
 from nemo_flm.model.xpos import PositionConfig
@@ -27,7 +27,7 @@ def transformer_config(cfg: Any) -> TransformerConfig:
         hidden_size=cfg.hidden_size,
         num_attention_heads=cfg.num_attention_heads,
         ffn_hidden_size=ffn_size(cfg),
-        kv_channels=cfg.hidden_size // cfg.num_attention_heads,
+        kv_channels=head_dim(cfg),
         add_bias_linear=True,
         activation_func=partial(F.gelu, approximate="tanh"),  # HF gelu_fast
         normalization="LayerNorm",

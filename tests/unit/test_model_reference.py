@@ -37,7 +37,7 @@ def place(x, positions, pos, sign):
 
 def reference_forward(model, cfg, tokens):
     heads, hidden = cfg.num_attention_heads, cfg.hidden_size
-    d = hidden // heads
+    d = cfg.kv_channels or hidden // heads  # the head dim
     pos = position_config(cfg)
     b, s = tokens.shape
     positions = torch.arange(s)
@@ -52,7 +52,7 @@ def reference_forward(model, cfg, tokens):
         q, k = place(q, positions, pos, 1.0), place(k, positions, pos, -1.0)
         scores = torch.einsum("bshd,bthd->bhst", q, k) / math.sqrt(d)
         probs = scores.masked_fill(~causal, float("-inf")).softmax(-1)
-        attn = torch.einsum("bhst,bthd->bshd", probs, v).reshape(b, s, hidden)
+        attn = torch.einsum("bhst,bthd->bshd", probs, v).reshape(b, s, heads * d)
         x = x + attn @ p("self_attention.linear_proj.weight").T + p("self_attention.linear_proj.bias")
         h = layer_norm(x, p("pre_mlp_layernorm.weight"), p("pre_mlp_layernorm.bias"))
         h = gelu_tanh(h @ p("mlp.linear_fc1.weight").T + p("mlp.linear_fc1.bias"))
@@ -78,8 +78,9 @@ def _randomize_biases_and_norms(model):
         {"position_embedding": "rope"},
         {"use_mup": True, "input_mult": 1.5, "output_mult": 2.0, "mup_scale_factor": 4.0},
         {"num_layers": 1, "tie_word_embeddings": True},
+        {"kv_channels": 8},
     ],
-    ids=["xpos", "rope", "multipliers", "one-layer-tied"],
+    ids=["xpos", "rope", "multipliers", "one-layer-tied", "head-dim-decoupled"],
 )
 def test_megatron_model_matches_plain_pytorch(build, overrides):
     model, cfg = build(**overrides)

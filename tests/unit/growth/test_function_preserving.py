@@ -18,6 +18,9 @@ GROWTHS = {
     "ffn": dict(ffn_hidden_size=160),
     "depth": dict(num_layers=4),
     "all": dict(num_layers=5, hidden_size=64, num_attention_heads=4, ffn_hidden_size=160),
+    # hidden and heads separately: the head dim (16) held by kv_channels
+    "hidden-only": dict(hidden_size=64, kv_channels=16),
+    "heads-only": dict(num_attention_heads=4, kv_channels=16),
 }
 
 
@@ -50,7 +53,7 @@ def _grow(old_over, new_over, depth_mode="stack", c=0.0):
 
 MUP = dict(use_mup=True, output_mult=2.0, mup_scale_factor=2.0)
 GROWTHS["all-mup"] = dict(GROWTHS["all"], mup_scale_factor=4.0)  # m doubles with the width
-CASES = [("width", "stack"), ("ffn", "stack"), ("all-mup", "stack")] + [(g, m) for g in ("depth", "all") for m in ("stack", "interleave", "random")]
+CASES = [("width", "stack"), ("ffn", "stack"), ("all-mup", "stack"), ("hidden-only", "stack"), ("heads-only", "stack")] + [(g, m) for g in ("depth", "all") for m in ("stack", "interleave", "random")]
 
 
 @pytest.mark.parametrize("growth, depth_mode", CASES)

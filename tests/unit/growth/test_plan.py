@@ -28,6 +28,8 @@ def test_depth_modes(mode, source, added):
     (dict(OLD, hidden_size=16, num_attention_heads=1), "hidden_size shrinks"),
     (dict(OLD, ffn_hidden_size=32), "ffn_hidden_size shrinks"),
     (dict(OLD, hidden_size=64), "head dim changes 16 -> 32"),
+    (dict(OLD, num_attention_heads=1, kv_channels=16), "num_attention_heads shrinks 2 -> 1"),
+    (dict(OLD, hidden_size=64, kv_channels=32), "head dim changes 16 -> 32"),
     (dict(OLD, vocab_size=2000), "vocab_size differs"),
     (dict(OLD, position_embedding="rope"), "position_embedding differs"),
 ])
