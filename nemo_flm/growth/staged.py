@@ -102,6 +102,8 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
         job = stage_job(cfg, index)
         if not os.path.exists(done_marker(job)):
             if index > 0:  # rank 0 writes the grown checkpoint; the others find it done
+                # the process group rank_zero_first waits in (not yet up when a re-run skips stage 1)
+                parallel.initialize(load_model_config({**job.model, "growth": {}}).parallel, job.model.seed)
                 parallel.rank_zero_first(lambda: grow_stage(cfg, index))
             _, trainer, _ = train_fn(job, callbacks=callbacks)
             if trainer.global_step < job.trainer.max_steps:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+import lightning.pytorch as pl
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.trainer.states import TrainerFn
 
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
@@ -23,6 +25,17 @@ class FLMStrategy(DDPStrategy):
 
     def configure_ddp(self) -> None:
         """Keep the module unwrapped; the training step reduces gradients itself."""
+
+    def setup(self, trainer: "pl.Trainer") -> None:
+        """DDPStrategy.setup without the broadcast of rank 0's module states it does outside fit
+        (validate, test, predict): tensor-parallel ranks hold different shards, which that
+        broadcast would overwrite with rank 0's, and every rank already holds its own weights."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            return super().setup(trainer)
+        self.accelerator.setup(trainer)
+        self.precision_plugin.convert_module(self.model)
+        self.model_to_device()
+        self.setup_precision_plugin()
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
         if parallel.dp_rank() == 0:

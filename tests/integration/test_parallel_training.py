@@ -1,8 +1,11 @@
 """Multi-process training with `torchrun ... scripts/train.py` (gloo, CPU) against one process:
 data parallelism (DP=2) and tensor parallelism (TP=2) follow the single-process run step for step;
 a TP=2 run's sharded checkpoint resumes at TP=1 on the same trajectory; its .nemo (written by both
-TP ranks) restores at TP=1 with exactly the checkpoint's weights."""
+TP ranks) restores at TP=1 with exactly the checkpoint's weights; a staged growth run at TP=2 is
+exact end to end, also when re-run between stages."""
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,13 +25,13 @@ ARGS = [
 TAGS = ("train_loss", "val_loss", "grad_norm")
 
 
-def _run(cwd: Path, *args: str, nproc: int = 1) -> None:
+def _run(cwd: Path, *args: str, nproc: int = 1, config: str = "flm_tiny") -> None:
     cwd.mkdir(exist_ok=True)
     launch = [sys.executable]
     if nproc > 1:
         launch += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([*launch, SCRIPT, *ARGS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run([*launch, SCRIPT, "--config-name", config, *ARGS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -113,3 +116,23 @@ def test_tp2_trains_saves_sharded_and_resumes_at_tp1(single, tmp_path):
     _grown_from_tp2_equals_in_process_growth(last, tmp_path / "grown")
     _run(tp2, "trainer.max_steps=6")  # the same job at TP=1 resumes from the TP=2 checkpoint
     _assert_same(tp2, single, complete=True)
+
+
+STAGES = ("stages=[{name: s1, max_steps: 4, model: {num_layers: 2, hidden_size: 64, num_attention_heads: 2}},"
+          " {name: s2, max_steps: 4, model: {num_layers: 3, hidden_size: 128, num_attention_heads: 4}}]")
+
+
+def test_tp2_staged_growth_is_exact_and_resumes_between_stages(tmp_path):
+    """The grown model, validated before its first step, gives the previous stage's final
+    validation loss (growth exact through the real TP=2 pipeline: checkpoint, growth, reload);
+    re-running after stage 2 was lost grows it again once (rank 0) and finishes the same way."""
+    args = [STAGES, "growth.grow_steps=2", "trainer.devices=2",
+            "model.parallel.tensor_model_parallel_size=2"]
+    job = tmp_path / "nemo_experiments" / "flm_tiny_growth"
+    for attempt in range(2):
+        _run(tmp_path, *args, nproc=2, config="flm_tiny_growth")
+        growth = json.loads((job / "growth_report.json").read_text())["growths"][0]
+        assert growth["val_loss_after"] == pytest.approx(growth["val_loss_before"], rel=1e-5), (attempt, growth)
+        if attempt == 0:  # as if killed between the stages: stage 1 done, stage 2 not begun
+            for path in ("s2", "s2.grown", "s2.done", "growth_report.json"):
+                shutil.rmtree(job / path) if (job / path).is_dir() else (job / path).unlink()
