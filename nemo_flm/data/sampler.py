@@ -29,3 +29,22 @@ class PretrainingBatchSampler:
         for _ in range(len(self)):
             yield list(range(start, start + self.local_batch_size))
             start += self.global_batch_size
+
+
+class EvalBatchSampler:
+    """The first `num_samples` samples split contiguously over the data-parallel ranks, in batches
+    of at most `batch_size` (the last one may be shorter): every sample is evaluated exactly once
+    at any data-parallel size, so validation losses do not depend on the layout (a staged run may
+    change it between stages and compare the validation before and after a growth)."""
+
+    def __init__(self, num_samples: int, batch_size: int, dp_rank: int, dp_size: int):
+        self.start = dp_rank * num_samples // dp_size
+        self.stop = (dp_rank + 1) * num_samples // dp_size
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return -(-(self.stop - self.start) // self.batch_size)
+
+    def __iter__(self) -> Iterator[List[int]]:
+        for first in range(self.start, self.stop, self.batch_size):
+            yield list(range(first, min(first + self.batch_size, self.stop)))

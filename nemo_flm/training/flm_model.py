@@ -20,9 +20,9 @@ from torch.utils.data import DataLoader
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import name_states, number_states
 from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
-from nemo_flm.config import load_model_config
+from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_prefixes
-from nemo_flm.data.sampler import PretrainingBatchSampler
+from nemo_flm.data.sampler import EvalBatchSampler, PretrainingBatchSampler
 from nemo_flm.growth.init_file import copy_weights, load_adam, read_index
 from nemo_flm.growth.masks import GrowthMasks
 from nemo_flm.model.builder import build_model
@@ -120,14 +120,18 @@ class FLMModel(ModelPT):
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> List[DataLoader]:
-        """One loader per language, the first eval_samples of its validation split, every time."""
+        """One loader per language over the first eval_samples of its validation split (all of it
+        when shorter), every sample once whatever the data-parallel size, the same ones every time."""
         n = self.cfg.data.eval_samples
-        batch = self.cfg.micro_batch_size * parallel.dp_size()
         datasets = build_valid_datasets(self.cfg.data, self._prefixes(), self.cfg.seq_length, n)
         self._valid_langs = [lang for lang, ds in datasets.items() if ds is not None]
+        for lang in self._valid_langs:
+            if min(n, len(datasets[lang])) < parallel.dp_size():
+                raise ConfigError(f"'{lang}' validation has {min(n, len(datasets[lang]))} samples for {parallel.dp_size()} "
+                                  "data-parallel ranks: raise data.eval_samples (every rank needs one)")
         return [
-            self._loader(datasets[lang], PretrainingBatchSampler(
-                min(n, len(datasets[lang])), lambda: 0, batch, parallel.dp_rank(), parallel.dp_size()))
+            self._loader(datasets[lang], EvalBatchSampler(
+                min(n, len(datasets[lang])), self.cfg.micro_batch_size, parallel.dp_rank(), parallel.dp_size()))
             for lang in self._valid_langs
         ]
 

@@ -1,8 +1,8 @@
 """Multi-process training with `torchrun ... scripts/train.py` (gloo, CPU) against one process:
 data parallelism (DP=2) and tensor parallelism (TP=2) follow the single-process run step for step;
 a TP=2 run's sharded checkpoint resumes at TP=1 on the same trajectory; its .nemo (written by both
-TP ranks) restores at TP=1 with exactly the checkpoint's weights; a staged growth run at TP=2 is
-exact end to end, also when re-run between stages."""
+TP ranks) restores at TP=1 with exactly the checkpoint's weights; a staged growth run DP=2 -> TP=2 is
+exact end to end, also when re-run between its stages."""
 import json
 import os
 import shutil
@@ -118,16 +118,17 @@ def test_tp2_trains_saves_sharded_and_resumes_at_tp1(single, tmp_path):
     _assert_same(tp2, single, complete=True)
 
 
-STAGES = ("stages=[{name: s1, max_steps: 4, model: {num_layers: 2, hidden_size: 64, num_attention_heads: 2}},"
-          " {name: s2, max_steps: 4, model: {num_layers: 3, hidden_size: 128, num_attention_heads: 4}}]")
+STAGES = ("stages=[{name: s1, max_steps: 4, model: {num_layers: 2, hidden_size: 64, num_attention_heads: 2,"
+          " parallel: {tensor_model_parallel_size: 1}}}, {name: s2, max_steps: 4, model: {num_layers: 3,"
+          " hidden_size: 128, num_attention_heads: 4, parallel: {tensor_model_parallel_size: 2}}}]")
 
 
-def test_tp2_staged_growth_is_exact_and_resumes_between_stages(tmp_path):
-    """The grown model, validated before its first step, gives the previous stage's final
-    validation loss (growth exact through the real TP=2 pipeline: checkpoint, growth, reload);
+def test_staged_growth_dp2_to_tp2_is_exact_and_resumes_between_stages(tmp_path):
+    """Stage 1 at DP=2, stage 2 at TP=2 (the layout changes with the stage, as in FLM's plan): the
+    grown model, validated before its first step, gives stage 1's final validation loss (growth
+    exact through the real pipeline: sharded checkpoint, offline growth, reload at another layout);
     re-running after stage 2 was lost grows it again once (rank 0) and finishes the same way."""
-    args = [STAGES, "growth.grow_steps=2", "trainer.devices=2",
-            "model.parallel.tensor_model_parallel_size=2"]
+    args = [STAGES, "growth.grow_steps=2", "trainer.devices=2"]
     job = tmp_path / "nemo_experiments" / "flm_tiny_growth"
     for attempt in range(2):
         _run(tmp_path, *args, nproc=2, config="flm_tiny_growth")

@@ -25,3 +25,13 @@ def test_resume_continues_without_repeat_or_gap():
     seen += [i for batch in sampler for i in batch]  # a fresh iterator starts at the live count
     assert seen == list(range(40))
     assert len(sampler) == 3  # consumed is still 16: a new iterator would yield 3 more batches
+
+
+def test_eval_sampler_covers_every_sample_once_at_any_dp_size():
+    from nemo_flm.data.sampler import EvalBatchSampler
+
+    for dp_size in (1, 2, 3, 8):
+        batches = [b for r in range(dp_size) for b in EvalBatchSampler(10, 4, r, dp_size)]
+        assert sorted(i for b in batches for i in b) == list(range(10)), dp_size
+        assert all(0 < len(b) <= 4 for b in batches)
+    assert len(EvalBatchSampler(10, 4, 0, 1)) == 3 and list(EvalBatchSampler(10, 4, 0, 1))[-1] == [8, 9]
