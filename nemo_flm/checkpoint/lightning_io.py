@@ -100,7 +100,9 @@ class FLMCheckpointIO(TorchCheckpointIO):
                 rest[name] = value
         return rest
 
-    def _write_optimizer(self, writer: ShardWriter, opt: Dict[str, Any], dims: Dict[str, Any]) -> Dict[str, Any]:
+    @staticmethod
+    def _write_optimizer(writer: ShardWriter, opt: Dict[str, Any], dims: Dict[str, Any]) -> Dict[str, Any]:
+        """Write each parameter's moment tensors (group = the moment's name); returns the rest."""
         state = {}
         for name, entries in opt["state"].items():
             state[name] = {}

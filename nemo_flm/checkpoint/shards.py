@@ -118,16 +118,16 @@ class LazyGroup(Mapping[str, Tensor]):
 
     def __init__(self, reader: ShardReader, group: str, prefix: str = ""):
         self.reader, self.group_name, self.prefix = reader, group, prefix
-        self.keys_ = [n[len(prefix):] for n in reader.names(group) if n.startswith(prefix)]
+        self._keys = [n[len(prefix):] for n in reader.names(group) if n.startswith(prefix)]
 
     def __getitem__(self, name: str) -> Tensor:
         return self.reader.read(self.group_name, self.prefix + name)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.keys_)
+        return iter(self._keys)
 
     def __len__(self) -> int:
-        return len(self.keys_)
+        return len(self._keys)
 
 
 def consolidate(src: ShardReader, dst: str, groups: List[str]) -> ShardReader:

@@ -25,7 +25,7 @@ from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import checkpoint_dir, read_trainer_state
 from nemo_flm.checkpoint.nemo_file import WEIGHTS
 from nemo_flm.checkpoint.shards import ShardReader, consolidate
-from nemo_flm.config import ConfigError, load_model_config
+from nemo_flm.config import ConfigError, ffn_size, load_model_config
 from nemo_flm.growth.init_file import write_grown_init
 from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
@@ -45,7 +45,10 @@ def _skeleton(model_cfg: Any):
     if not parallel_state.model_parallel_is_initialized():
         cfg.parallel.tensor_model_parallel_size = 1
         parallel.initialize(cfg.parallel, cfg.seed)
-    cfg.parallel.tensor_model_parallel_size = parallel.tp_world_size()
+    cfg.parallel.tensor_model_parallel_size = tp = parallel.tp_world_size()
+    if cfg.num_attention_heads % tp or ffn_size(cfg) % tp:
+        raise ConfigError(f"a model with {cfg.num_attention_heads} heads and FFN {ffn_size(cfg)} does not split over "
+                          f"this job's tensor-parallel size {tp}: grow it in its own process (scripts/grow_checkpoint.py)")
     with torch.device("meta"):
         return build_model(cfg)
 

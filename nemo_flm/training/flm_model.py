@@ -124,15 +124,15 @@ class FLMModel(ModelPT):
         when shorter), every sample once whatever the data-parallel size, the same ones every time."""
         n = self.cfg.data.eval_samples
         datasets = build_valid_datasets(self.cfg.data, self._prefixes(), self.cfg.seq_length, n)
-        self._valid_langs = [lang for lang, ds in datasets.items() if ds is not None]
-        for lang in self._valid_langs:
-            if min(n, len(datasets[lang])) < parallel.dp_size():
-                raise ConfigError(f"'{lang}' validation has {min(n, len(datasets[lang]))} samples for {parallel.dp_size()} "
-                                  "data-parallel ranks: raise data.eval_samples (every rank needs one)")
+        counts = {lang: min(n, len(ds)) for lang, ds in datasets.items() if ds is not None}
+        self._valid_langs = list(counts)
+        for lang, count in counts.items():
+            if count < parallel.dp_size():
+                raise ConfigError(f"'{lang}' validation has {count} samples for {parallel.dp_size()} data-parallel "
+                                  "ranks: raise data.eval_samples (every rank needs one)")
         return [
-            self._loader(datasets[lang], EvalBatchSampler(
-                min(n, len(datasets[lang])), self.cfg.micro_batch_size, parallel.dp_rank(), parallel.dp_size()))
-            for lang in self._valid_langs
+            self._loader(datasets[lang], EvalBatchSampler(count, self.cfg.micro_batch_size, parallel.dp_rank(), parallel.dp_size()))
+            for lang, count in counts.items()
         ]
 
     # ---------------------------------------------------------------- training
