@@ -23,17 +23,12 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from nemo.utils.model_utils import ckpt_to_dir
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.shards import ShardReader, ShardWriter
+from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
 from nemo_flm.model.sharding import partition_dims
 from nemo_flm.training.optim import optimizer_param_names, state_by_index, state_by_name
 
 TRAINER_STATE = "trainer_state.pt"
 LAYOUT = "flm_tp_layout"
-MODEL = "model"
-
-
-def _shardable(value: Any) -> bool:
-    return torch.is_tensor(value) and value.ndim >= 1
 
 
 def checkpoint_dir(path) -> str:
@@ -79,7 +74,7 @@ class FLMCheckpointIO(TorchCheckpointIO):
         parallel.tp_barrier()
         writer = ShardWriter(staging, layout["tp_rank"], layout["tp_size"])
         rest = dict(checkpoint)
-        rest["state_dict"] = self._write_group(writer, MODEL, checkpoint["state_dict"], layout["partition_dims"])
+        rest["state_dict"] = writer.add_tensors(MODEL, checkpoint["state_dict"].items(), layout["partition_dims"])
         rest["optimizer_states"] = [self._write_optimizer(writer, opt, layout["partition_dims"])
                                     for opt in checkpoint.get("optimizer_states", [])]
         if layout["tp_rank"] == 0:
@@ -90,24 +85,14 @@ class FLMCheckpointIO(TorchCheckpointIO):
             _replace_dir(staging, root)
 
     @staticmethod
-    def _write_group(writer: ShardWriter, group: str, tensors: Dict[str, Any], dims: Dict[str, Any]) -> Dict[str, Any]:
-        """Write the shardable tensors of `tensors`; returns the other entries."""
-        rest = {}
-        for name, value in tensors.items():
-            if _shardable(value):
-                writer.add(group, name, value, dims.get(name))
-            else:
-                rest[name] = value
-        return rest
-
-    @staticmethod
     def _write_optimizer(writer: ShardWriter, opt: Dict[str, Any], dims: Dict[str, Any]) -> Dict[str, Any]:
-        """Write each parameter's moment tensors (group = the moment's name); returns the rest."""
+        """Write each parameter's moment tensors (group = the moment's name); the scalar step
+        stays in the trainer state. Returns the rest."""
         state = {}
         for name, entries in opt["state"].items():
             state[name] = {}
             for key, value in entries.items():
-                if _shardable(value):
+                if torch.is_tensor(value) and value.ndim >= 1:
                     writer.add(key, name, value, dims[name])
                 else:
                     state[name][key] = value

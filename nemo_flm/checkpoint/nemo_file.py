@@ -16,11 +16,10 @@ import torch
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.shards import ShardReader, ShardWriter
+from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
 from nemo_flm.model.sharding import partition_dims
 
 WEIGHTS = "model_weights"
-MODEL = "model"
 
 
 class FLMSaveRestoreConnector(SaveRestoreConnector):
@@ -74,13 +73,8 @@ def write_weights(model: torch.nn.Module, root: str) -> None:
     """This rank's shards of `model.state_dict()`; megatron's empty `_extra_state` entries (None)
     are recorded by name so a strict load finds them."""
     writer = ShardWriter(root, parallel.tp_rank(), parallel.tp_world_size())
-    dims = partition_dims(model)
-    none_entries = []
-    for name, value in model.state_dict().items():
-        if torch.is_tensor(value):
-            writer.add(MODEL, name, value, dims.get(name))
-        elif value is None:
-            none_entries.append(name)
-        else:
+    rest = writer.add_tensors(MODEL, model.state_dict().items(), partition_dims(model))
+    for name, value in rest.items():
+        if value is not None:
             raise TypeError(f"state-dict entry '{name}' is a {type(value).__name__}, which a .nemo cannot store")
-    writer.write_index({"none_entries": none_entries})
+    writer.write_index({"none_entries": list(rest)})

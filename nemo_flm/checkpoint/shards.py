@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterator, List, Mapping, Optional
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 from safetensors import safe_open
@@ -26,6 +26,7 @@ from torch import Tensor
 
 INDEX = "index.json"
 FORMAT = "nemo_flm.shards/1"
+MODEL = "model"  # the group holding a state dict's tensors
 
 
 def _file(root: str, group: str, name: str, shard: Optional[int]) -> str:
@@ -50,6 +51,17 @@ class ShardWriter:
         if split or self.tp_rank == 0:
             os.makedirs(os.path.join(self.root, group), exist_ok=True)
             save_file({"t": tensor.detach().contiguous().cpu()}, _file(self.root, group, name, self.tp_rank if split else None))
+
+    def add_tensors(self, group: str, items: Iterable[Tuple[str, Any]], dims: Mapping[str, Optional[int]]) -> Dict[str, Any]:
+        """Store every tensor of `items` (a state dict's, possibly streamed) with its partition dim;
+        returns the entries that are not tensors (megatron's empty `_extra_state`)."""
+        rest = {}
+        for name, value in items:
+            if torch.is_tensor(value):
+                self.add(group, name, value, dims.get(name))
+            else:
+                rest[name] = value
+        return rest
 
     def write_index(self, meta: Optional[Dict[str, Any]] = None) -> None:
         """TP rank 0 only: all ranks hold the same names, so its record describes every shard."""
@@ -136,6 +148,6 @@ def consolidate(src: ShardReader, dst: str, groups: List[str]) -> ShardReader:
     writer = ShardWriter(dst)
     for group in groups:
         for name in src.names(group):
-            writer.add(group, name, src.read(group, name))
+            writer.add(group, name, src.read(group, name), src.tensors[group][name]["partition_dim"])
     writer.write_index(src.meta)
     return ShardReader(dst)

@@ -18,11 +18,9 @@ import torch
 from torch import Tensor
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.shards import ShardReader, ShardWriter
+from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
 from nemo_flm.growth.optimizer_state import MOMENTS
 from nemo_flm.growth.plan import GrowthPlan
-
-MODEL = "model"
 
 
 def write_grown_init(
@@ -41,9 +39,7 @@ def write_grown_init(
     tmp = f"{path}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     writer = ShardWriter(tmp)
-    for name, value in model_items:
-        if torch.is_tensor(value):  # megatron's `_extra_state` entries hold no tensor
-            writer.add(MODEL, name, value, dims.get(name))
+    writer.add_tensors(MODEL, model_items, dims)  # megatron's `_extra_state` entries are dropped
     moments = 0
     for moment, name, value in moment_items:
         writer.add(moment, name, value, dims.get(name))
