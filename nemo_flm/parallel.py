@@ -11,6 +11,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from nemo_flm.config import ConfigError
+
 
 def _backend(requested: str) -> str:
     if requested != "auto":
@@ -38,10 +40,7 @@ def initialize(par: Any, seed: int = 1234) -> None:
         raise NotImplementedError(
             "sequence_parallel needs GPUs (megatron's sequence-parallel collectives allocate on CUDA): turn it off on CPU"
         )
-    world = dist.get_world_size()
-    if world % (tp * pp) != 0:
-        raise ValueError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes, or set "
-                         "parallel.tensor_model_parallel_size to fit (checkpoints and .nemo files load at any TP)")
+    check_world_size(dist.get_world_size(), tp, pp)
     if parallel_state.model_parallel_is_initialized():
         if (parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_pipeline_model_parallel_world_size()) == (tp, pp):
             seed_everything(seed)
@@ -49,6 +48,13 @@ def initialize(par: Any, seed: int = 1234) -> None:
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
     seed_everything(seed)
+
+
+def check_world_size(world: int, tp: int, pp: int) -> None:
+    """The processes must split into whole TP x PP model replicas."""
+    if world % (tp * pp) != 0:
+        raise ConfigError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes, or set "
+                          "parallel.tensor_model_parallel_size to fit (checkpoints and .nemo files load at any TP)")
 
 
 def seed_everything(seed: int) -> None:

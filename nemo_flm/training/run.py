@@ -10,8 +10,9 @@ import lightning.pytorch as pl
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
+from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
-from nemo_flm.config import ConfigError, load_model_config
+from nemo_flm.config import load_model_config
 from nemo_flm.training.flm_model import FLMModel
 from nemo_flm.training.strategy import FLMStrategy
 
@@ -23,10 +24,9 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     any tensor-parallel size: checkpoints are sharded (checkpoint/lightning_io.py)."""
     model_cfg = load_model_config(cfg.model)  # fails before any directory is created
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    world = _world_size(trainer_kwargs)
-    if world % model_cfg.parallel.tensor_model_parallel_size:
-        raise ConfigError(f"{world} processes (trainer.devices x trainer.num_nodes) do not divide into tensor-parallel "
-                          f"groups of {model_cfg.parallel.tensor_model_parallel_size}: make the world a multiple of it")
+    world = _world_size(trainer_kwargs)  # trainer.devices x trainer.num_nodes
+    par = model_cfg.parallel
+    parallel.check_world_size(world, par.tensor_model_parallel_size, par.pipeline_model_parallel_size)
     if world > 1:
         trainer_kwargs.setdefault("strategy", FLMStrategy())
     else:
