@@ -22,17 +22,25 @@ from nemo_flm.config import load_model_config
 from nemo_flm.training.flops import train_flops_per_token
 
 
-def scalars(stage_dir: str, tag: str) -> List[tuple]:
-    """(step, value) pairs of one TensorBoard tag over all event files of a stage (resumes included)."""
+def stage_scalars(stage_dir: str, tags: List[str]) -> Dict[str, List[tuple]]:
+    """tag -> (step, value) pairs over all event files of a stage (resumes included), reading
+    each event file once whatever the number of tags."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    points = {}
+    points: Dict[str, Dict[int, float]] = {tag: {} for tag in tags}
     for path in sorted(glob.glob(os.path.join(stage_dir, "**", "events.out.tfevents.*"), recursive=True)):
         acc = EventAccumulator(path, size_guidance={"scalars": 0})
         acc.Reload()
-        if tag in acc.Tags().get("scalars", []):
-            points.update({e.step: e.value for e in acc.Scalars(tag)})
-    return sorted(points.items())
+        present = acc.Tags().get("scalars", [])
+        for tag in tags:
+            if tag in present:
+                points[tag].update({e.step: e.value for e in acc.Scalars(tag)})
+    return {tag: sorted(p.items()) for tag, p in points.items()}
+
+
+def scalars(stage_dir: str, tag: str) -> List[tuple]:
+    """(step, value) pairs of one TensorBoard tag over all event files of a stage."""
+    return stage_scalars(stage_dir, [tag])[tag]
 
 
 def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
@@ -43,8 +51,9 @@ def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
     flops = 0.0
     out = {"tokens": [], "flops": [], "loss": [], "stages": []}
     for stage, (path, cfg) in enumerate(zip(stage_dirs, model_cfgs)):
-        consumed = dict(scalars(path, "consumed_samples"))
-        points = [(consumed[s], loss) for s, loss in scalars(path, "train_loss") if s in consumed]
+        tags = stage_scalars(path, ["consumed_samples", "train_loss", "val_loss", "val_loss_after_growth"])
+        consumed = dict(tags["consumed_samples"])
+        points = [(consumed[s], loss) for s, loss in tags["train_loss"] if s in consumed]
         start = (points[0][0] - cfg.global_batch_size) if points else 0
         per_sample = cfg.seq_length * train_flops_per_token(cfg)
         for samples, loss in points:
@@ -56,14 +65,13 @@ def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
         out["stages"].append({"stage": stage, "first_loss": points[0][1] if points else None,
                               "last_loss": points[-1][1] if points else None,
                               "end_tokens": end * cfg.seq_length, "end_flops": flops,
-                              "final_val_loss": _final_val_loss(path),
-                              "val_loss_after_growth": next((v for _, v in scalars(path, "val_loss_after_growth")), None)})
+                              "final_val_loss": _final_val_loss(tags["train_loss"], tags["val_loss"]),
+                              "val_loss_after_growth": next((v for _, v in tags["val_loss_after_growth"]), None)})
     return out
 
 
-def _final_val_loss(stage_dir: str):
+def _final_val_loss(train: List[tuple], val: List[tuple]):
     """The validation loss logged at the stage's last training step, if it validated there."""
-    train, val = scalars(stage_dir, "train_loss"), scalars(stage_dir, "val_loss")
     return val[-1][1] if train and val and val[-1][0] == train[-1][0] else None
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_flm.growth.report import scalars
+from nemo_flm.growth.report import stage_scalars
 from tests.helpers import free_port
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "train.py")
@@ -42,9 +42,9 @@ def _stage(cwd: Path) -> str:
 def _assert_same(run: Path, reference: Path, complete: bool) -> None:
     """Every logged value of `run` equals the reference run's at the same logging step; a
     `complete` run logged every step the reference did (resumed segments included)."""
+    refs, runs = stage_scalars(_stage(reference), list(TAGS)), stage_scalars(_stage(run), list(TAGS))
     for tag in TAGS:
-        ref = dict(scalars(_stage(reference), tag))
-        got = dict(scalars(_stage(run), tag))
+        ref, got = dict(refs[tag]), dict(runs[tag])
         assert got and (set(got) == set(ref) if complete else set(got) < set(ref)), (tag, sorted(got), sorted(ref))
         for step, value in got.items():
             assert value == pytest.approx(ref[step], rel=1e-5), (tag, step)
