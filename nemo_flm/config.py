@@ -54,7 +54,7 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW + warmup + cosine decay to min_lr (FLM_REFERENCE §1)."""
+    """AdamW + warmup + cosine decay to min_lr (docs/flm_facts.md §1)."""
 
     lr: float = 4e-4
     min_lr: float = 6e-6
@@ -73,12 +73,17 @@ class GrowthInitConfig:
     """Start this model from a grown checkpoint (growth/offline.py writes it) and ramp the MSG masks."""
 
     init_from: Optional[str] = None  # grown checkpoint directory: weights, Adam state, growth plan
-    grow_steps: int = 0  # the mask value c rises linearly 0 -> 1 over these steps
+    # the MSG mask ramp: c rises linearly 0 -> 1 over these steps of a stage that starts from growth
+    # (the MSG code's default is 5000; FLM's is unpublished)
+    grow_steps: int = 0
+    # start from a grown checkpoint without masks: the new entries act at once and the model no
+    # longer computes the previous stage's function. An explicit opt-in, since it loses growth's point
+    no_ramp: bool = False
 
 
 @dataclass
 class ModelConfig:
-    # architecture (FLM_REFERENCE §1)
+    # architecture (docs/flm_facts.md §1)
     num_layers: int = 2
     hidden_size: int = 64
     num_attention_heads: int = 4
@@ -94,7 +99,7 @@ class ModelConfig:
     attention_dropout: float = 0.1
     init_method_std: float = 0.02
     tie_word_embeddings: bool = False
-    # positions (FLM_REFERENCE §4)
+    # positions (docs/flm_facts.md §4)
     position_embedding: str = "xpos"  # xpos | rope
     rotary_base: float = 10000.0
     xpos_gamma: float = 0.4
@@ -132,7 +137,8 @@ class StageConfig:
 
 @dataclass
 class GrowthRunConfig:
-    grow_steps: int = 100  # MSG mask ramp length at the start of every grown stage
+    """How a staged run grows each stage's checkpoint (the ramp is model.growth.grow_steps)."""
+
     depth_mode: str = "stack"  # stack | interleave | random
     init_std: Optional[float] = None  # std of new weight entries; None = the model's init_method_std
     seed: int = 4321
@@ -260,12 +266,26 @@ def validate(cfg: Any) -> None:
     _require(0.0 <= cfg.hidden_dropout < 1 and 0.0 <= cfg.attention_dropout < 1, "dropout must be in [0, 1)")
     _require(cfg.optim.lr >= cfg.optim.min_lr, f"optim.lr {cfg.optim.lr} < optim.min_lr {cfg.optim.min_lr}")
     _require(cfg.optim.lr_decay_samples > 0, "optim.lr_decay_samples must be > 0")
-    _require(cfg.growth.grow_steps >= 0, "growth.grow_steps must be >= 0")
+    validate_ramp(cfg.growth, starts_grown=cfg.growth.init_from is not None)
     _require(
         cfg.growth.init_from is None or os.path.exists(os.path.expanduser(cfg.growth.init_from)),
         f"growth.init_from '{cfg.growth.init_from}' not found: point it at a grown checkpoint (scripts/grow_checkpoint.py) or drop it",
     )
     _validate_data(cfg.data)
+
+
+def validate_ramp(growth: Any, starts_grown: bool) -> None:
+    """A model started from a grown checkpoint ramps its masks, or says explicitly that it does not."""
+    _require(growth.grow_steps >= 0, f"growth.grow_steps must be >= 0, got {growth.grow_steps}")
+    _require(
+        not (growth.no_ramp and growth.grow_steps > 0),
+        f"growth.no_ramp is set but growth.grow_steps is {growth.grow_steps}: drop one of them",
+    )
+    _require(
+        not starts_grown or growth.grow_steps > 0 or growth.no_ramp,
+        "growth.grow_steps is 0 on a stage that starts from a grown checkpoint: the model would not compute the "
+        "previous stage's function; set growth.grow_steps > 0 (the MSG mask ramp) or growth.no_ramp: true",
+    )
 
 
 def _validate_data(data: Any) -> None:

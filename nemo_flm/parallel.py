@@ -89,18 +89,15 @@ def tp_rank() -> int:
     return parallel_state.get_tensor_model_parallel_rank()
 
 
+def tp_size() -> int:
+    return parallel_state.get_tensor_model_parallel_world_size()
+
+
 def all_reduce(tensor: torch.Tensor, group=None) -> torch.Tensor:
     """Sum over a group (no-op for a group of one)."""
     if dist.get_world_size(group) > 1:
         dist.all_reduce(tensor, group=group)
     return tensor
-
-
-def shutdown() -> None:
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
-    if dist.is_initialized():
-        dist.destroy_process_group()
 
 
 def reduce_grads(params) -> None:
@@ -120,17 +117,6 @@ def reduce_grads(params) -> None:
             grad.copy_(synced)
 
 
-def gather_vocab(logits: torch.Tensor) -> torch.Tensor:
-    """Concatenate vocab-parallel logits [..., V/TP] over the TP group -> [..., V] (no autograd).
-    megatron's own gather allocates on CUDA, which CPU runs lack."""
-    world = dist.get_world_size(tp_group())
-    if world == 1:
-        return logits
-    parts = [torch.empty_like(logits) for _ in range(world)]
-    dist.all_gather(parts, logits.contiguous(), group=tp_group())
-    return torch.cat(parts, dim=-1)
-
-
 def rank_zero_first(fn):
     """Run fn on global rank 0, then on the other ranks (e.g. building a shared on-disk cache once)."""
     if not dist.is_initialized() or dist.get_world_size() == 1:
@@ -141,10 +127,6 @@ def rank_zero_first(fn):
         return result
     dist.barrier()
     return fn()
-
-
-def tp_world_size() -> int:
-    return parallel_state.get_tensor_model_parallel_world_size()
 
 
 def is_rank_zero() -> bool:

@@ -1,24 +1,24 @@
-"""Shared fixtures: one gloo process group for the session, tiny configs, one thread per test."""
+"""Shared fixtures: one gloo process group for the session, tiny models, one thread per test.
+Helpers that tests import live in tests/helpers.py."""
 import os
 import warnings
 
 import pytest
 import torch
 
+from tests.helpers import tiny_cfg
+
 warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not installed.*")
 
 
-def tiny_cfg(**overrides):
-    """A tiny FLM config (vocab <= 1k, hidden <= 64), dropout off, validated."""
-    from nemo_flm.config import load_model_config
-
-    base = dict(num_layers=2, hidden_size=64, num_attention_heads=4, ffn_hidden_size=256, seq_length=32,
-                vocab_size=1000, hidden_dropout=0.0, attention_dropout=0.0, micro_batch_size=2,
-                global_batch_size=4)
-    parallel = overrides.pop("parallel", {})
-    base.update(overrides)
-    base["parallel"] = parallel
-    return load_model_config(base)
+def pytest_collection_modifyitems(config, items):
+    """`gpu`-marked tests need CUDA: skipped, with the reason, on machines without it."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (run scripts/gpu_check.sh on a GPU machine)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,13 @@ distributed checkpoints, which exp_manager's resume and top-k bookkeeping alread
                                                  schedulers, hyper-parameters, Adam steps)
 
 FLMModel.on_save_checkpoint keys the optimizer state by parameter name and records the TP layout
-(`flm_tp_layout`, name_states); every tensor-parallel rank of data-parallel rank 0 calls save_checkpoint
+(`flm_tp_layout`, key_optimizer_state_by_name); every tensor-parallel rank of data-parallel rank 0 calls save_checkpoint
 (FLMStrategy) and writes its own shards into `<name>.partial/`, which TP rank 0 renames when all
 are done. Loading reads this rank's shards at the current TP size, whatever TP wrote them.
 """
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Dict, Optional
 
 import torch
@@ -23,6 +22,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from nemo.utils.model_utils import ckpt_to_dir
 
 from nemo_flm import parallel
+from nemo_flm.atomic import discard, partial_path, publish
 from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
 from nemo_flm.model.sharding import partition_dims
 from nemo_flm.training.optim import optimizer_param_names, state_by_index, state_by_name
@@ -46,16 +46,16 @@ def read_trainer_state(path) -> Dict[str, Any]:
     return torch.load(state_file, map_location="cpu", weights_only=False)
 
 
-def name_states(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
+def key_optimizer_state_by_name(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
     """Before saving: optimizer state keyed by parameter name (valid at any TP size and after
     growth) and this rank's TP layout; `network` is what the state dict holds under `prefix`."""
     names = optimizer_param_names(network, prefix)
     checkpoint["optimizer_states"] = [state_by_name(s, names) for s in checkpoint.get("optimizer_states", [])]
-    checkpoint[LAYOUT] = {"tp_rank": parallel.tp_rank(), "tp_size": parallel.tp_world_size(),
+    checkpoint[LAYOUT] = {"tp_rank": parallel.tp_rank(), "tp_size": parallel.tp_size(),
                           "partition_dims": partition_dims(network, prefix)}
 
 
-def number_states(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
+def key_optimizer_state_by_number(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
     """After loading: optimizer state keyed by number again, as optimizer.load_state_dict wants."""
     names = optimizer_param_names(network, prefix)
     checkpoint["optimizer_states"] = [state_by_index(s, names) for s in checkpoint.get("optimizer_states", [])]
@@ -68,9 +68,9 @@ class FLMCheckpointIO(TorchCheckpointIO):
                              "weights-only Lightning checkpoints are not supported, use the .nemo instead")
         layout = checkpoint[LAYOUT]
         root = checkpoint_dir(path)
-        staging = f"{root}.partial"
+        staging = partial_path(root)
         if layout["tp_rank"] == 0:
-            shutil.rmtree(staging, ignore_errors=True)
+            discard(staging)
         parallel.tp_barrier()
         writer = ShardWriter(staging, layout["tp_rank"], layout["tp_size"])
         rest = dict(checkpoint)
@@ -82,7 +82,7 @@ class FLMCheckpointIO(TorchCheckpointIO):
             writer.write_index()
         parallel.tp_barrier()
         if layout["tp_rank"] == 0:
-            _replace_dir(staging, root)
+            publish(staging, root)
 
     @staticmethod
     def _write_optimizer(writer: ShardWriter, opt: Dict[str, Any], dims: Dict[str, Any]) -> Dict[str, Any]:
@@ -102,7 +102,7 @@ class FLMCheckpointIO(TorchCheckpointIO):
         """The checkpoint with this rank's shards at the current TP size."""
         checkpoint = read_trainer_state(path)
         reader = ShardReader(checkpoint_dir(path))
-        rank, size = parallel.tp_rank(), parallel.tp_world_size()
+        rank, size = parallel.tp_rank(), parallel.tp_size()
         checkpoint["state_dict"].update({n: reader.read(MODEL, n, rank, size) for n in reader.names(MODEL)})
         for opt in checkpoint.get("optimizer_states", []):
             for name, entries in opt["state"].items():
@@ -111,14 +111,5 @@ class FLMCheckpointIO(TorchCheckpointIO):
         return checkpoint
 
     def remove_checkpoint(self, path) -> None:
-        shutil.rmtree(checkpoint_dir(path), ignore_errors=True)
+        discard(checkpoint_dir(path))
 
-
-def _replace_dir(staging: str, root: str) -> None:
-    """Put the complete `staging` at `root`; an older `root` (save_last overwrites) goes last."""
-    old = f"{root}.old"
-    if os.path.exists(root):
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(root, old)
-    os.replace(staging, root)
-    shutil.rmtree(old, ignore_errors=True)

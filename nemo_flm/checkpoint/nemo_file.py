@@ -9,13 +9,13 @@ complete. Restoring reads this rank's shards at the current TP size, whatever TP
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any, Dict
 
 import torch
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
 from nemo_flm import parallel
+from nemo_flm.atomic import atomic_output, discard
 from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
 from nemo_flm.model.sharding import partition_dims
 
@@ -29,9 +29,9 @@ class FLMSaveRestoreConnector(SaveRestoreConnector):
 
     def save_to(self, model, save_path: str) -> None:
         """Called on every rank; the .nemo appears at `save_path` only when complete."""
-        staging = f"{save_path}.partial"
+        staging = f"{save_path}.staging"  # the folder packed into the .nemo
         if parallel.is_rank_zero():
-            shutil.rmtree(staging, ignore_errors=True)
+            discard(staging)
             os.makedirs(os.path.dirname(save_path) or ".", exist_ok=True)
         parallel.barrier()
         if parallel.dp_rank() == 0:
@@ -41,7 +41,7 @@ class FLMSaveRestoreConnector(SaveRestoreConnector):
             try:
                 self._pack(model, staging, save_path)
             finally:
-                shutil.rmtree(staging, ignore_errors=True)
+                discard(staging)
         parallel.barrier()
 
     def _pack(self, model, staging: str, save_path: str) -> None:
@@ -50,18 +50,13 @@ class FLMSaveRestoreConnector(SaveRestoreConnector):
         if model.has_native_or_submodules_artifacts():
             self._handle_artifacts(model, nemo_file_folder=staging)
             self._update_artifact_paths(model, path2yaml_file=config_yaml)
-        tmp = f"{save_path}.tmp{os.getpid()}"
-        try:
+        with atomic_output(save_path) as tmp:
             self._make_nemo_file_from_folder(filename=tmp, source_dir=staging)
-            os.replace(tmp, save_path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
 
     def _load_state_dict_from_disk(self, model_weights: str, map_location=None) -> Dict[str, Any]:
         """This rank's shards; NeMo calls it after building the model, so process groups exist."""
         reader = ShardReader(model_weights)
-        rank, size = parallel.tp_rank(), parallel.tp_world_size()
+        rank, size = parallel.tp_rank(), parallel.tp_size()
         state: Dict[str, Any] = {n: reader.read(MODEL, n, rank, size) for n in reader.names(MODEL)}
         if map_location is not None:
             state = {n: t.to(map_location) for n, t in state.items()}
@@ -72,7 +67,7 @@ class FLMSaveRestoreConnector(SaveRestoreConnector):
 def write_weights(model: torch.nn.Module, root: str) -> None:
     """This rank's shards of `model.state_dict()`; megatron's empty `_extra_state` entries (None)
     are recorded by name so a strict load finds them."""
-    writer = ShardWriter(root, parallel.tp_rank(), parallel.tp_world_size())
+    writer = ShardWriter(root, parallel.tp_rank(), parallel.tp_size())
     rest = writer.add_tensors(MODEL, model.state_dict().items(), partition_dims(model))
     for name, value in rest.items():
         if value is not None:

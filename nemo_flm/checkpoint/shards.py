@@ -11,7 +11,7 @@ tensor), so resume, restore and growth may change TP. safetensors maps files int
 tensor read from a tp_size-1 directory costs no anonymous memory until it is used, which is what
 keeps offline growth near one tensor (growth/offline.py). Lightning checkpoints
 (checkpoint/lightning_io.py), .nemo weights (checkpoint/nemo_file.py) and grown checkpoints
-(growth/init_file.py) all use it.
+(growth/grown_checkpoint.py) all use it.
 """
 from __future__ import annotations
 

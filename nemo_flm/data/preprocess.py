@@ -19,6 +19,7 @@ import numpy as np
 from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from tqdm import tqdm
 
+from nemo_flm.atomic import atomic_output
 from nemo_flm.data.tokenizer import FLMTokenizer
 
 CHUNK_DOCS = 64
@@ -136,11 +137,6 @@ def _encoded(chunks: Iterator[List[str]], workers: int) -> Iterator[List[np.ndar
         yield from pool.imap(_encode_chunk, chunks)
 
 
-def _replace(tmp_prefix: str, prefix: str) -> None:
-    for ext in (".bin", ".idx"):
-        os.replace(tmp_prefix + ext, prefix + ext)
-
-
 def write_indexed_dataset(
     documents: Iterable[str],
     prefix: str,
@@ -157,9 +153,8 @@ def write_indexed_dataset(
     if not overwrite and any(os.path.exists(prefix + ext) for ext in (".bin", ".idx")):
         raise DataError(f"output '{prefix}.bin/.idx' exists: choose another --output-prefix or pass --overwrite")
     os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
-    tmp = f"{prefix}.tmp{os.getpid()}"
-    builder = IndexedDatasetBuilder(tmp + ".bin", dtype=DType.optimal_dtype(FLMTokenizer().vocab_size))
-    try:
+    with atomic_output(prefix + ".bin") as bin_tmp, atomic_output(prefix + ".idx") as idx_tmp:
+        builder = IndexedDatasetBuilder(bin_tmp, dtype=DType.optimal_dtype(FLMTokenizer().vocab_size))
         with tqdm(desc=desc, unit=" docs", disable=None) as bar:
             for encoded in _encoded(_chunks(documents, summary), workers):
                 for ids in encoded:
@@ -167,14 +162,9 @@ def write_indexed_dataset(
                     summary.documents += 1
                     summary.tokens += int(ids.size)
                 bar.update(len(encoded))
-        builder.finalize(tmp + ".idx")
+        builder.finalize(idx_tmp)
         if summary.documents == 0:
             raise DataError(f"no documents found for '{prefix}' ({summary.line()}): check the input paths and --json-key")
-        _replace(tmp, prefix)
-    finally:
-        for ext in (".bin", ".idx"):
-            if os.path.exists(tmp + ext):
-                os.remove(tmp + ext)
     return summary
 
 

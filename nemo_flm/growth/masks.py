@@ -9,20 +9,28 @@ ones in the layer spec while a ramp runs (the unfused local spec):
 - MaskedResidualOut: attention-projection and fc2 writes into the residual stream (and their
   separately returned biases) masked on new hidden coordinates, and scaled by c in new layers,
   which makes a new block h + c * F(h).
-The embedding output is masked by FLMGPTModel. Masks are not parameters: when c reaches 1 every
-mask is 1 and the same state dict loads into the plain spec ("folding").
+The embedding output is masked by a forward hook on the embedding. All of it is applied from
+outside the model: `build_masked_model` hands `build_model` a block spec with these leaves, and
+the model code knows nothing of growth. Masks are not parameters: when c reaches 1 every mask is
+1 and the same parameters fit the plain spec ("folding", growth/ramp.py).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 from torch import Tensor
 
+from nemo_flm.config import ConfigError
 from nemo_flm.growth.plan import GrowthPlan
+from nemo_flm.model.builder import build_model, position_config
 from nemo_flm.model.layernorm import FLMLayerNorm
+from nemo_flm.model.layout import QKV_PARTS
+from nemo_flm.model.spec import flm_block_spec, flm_layer, local_core_attention
 
 
 class GrowthMasks:
@@ -72,15 +80,20 @@ class MaskedLayerNorm(FLMLayerNorm):
         m = self.masks.hidden(x)
         if m is None:
             return super().forward(x)
-        # mu = sum(m x) / sum(m); var = sum(m (x - mu)^2) / sum(m); output masked
-        total = m.sum()
-        mu = (x * m).sum(-1, keepdim=True) / total
-        var = (((x - mu) ** 2) * m).sum(-1, keepdim=True) / total
-        return ((x - mu) * torch.rsqrt(var + self.eps) * self.weight + self.bias) * m
+        # mu = sum(m x) / sum(m); var = sum(m (x - mu)^2) / sum(m); output masked. Statistics in
+        # fp32 at least, as LayerNorm kernels compute them: a bf16 sum over thousands of entries
+        # loses the precision the ramp's exactness relies on.
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        xf, mf = x.to(dtype), m.to(dtype)
+        total = mf.sum()
+        mu = (xf * mf).sum(-1, keepdim=True) / total
+        var = (((xf - mu) ** 2) * mf).sum(-1, keepdim=True) / total
+        normed = (xf - mu) * torch.rsqrt(var + self.eps)
+        return ((normed * self.weight.to(dtype) + self.bias.to(dtype)) * mf).to(x.dtype)
 
 
 class MaskedQKV(ColumnParallelLinear):
-    """Fused q|k|v (megatron: [heads, 3, head_dim] per rank) with new heads masked."""
+    """Fused q|k|v (megatron: [heads, 3, head_dim] per rank, model/layout.py) with new heads masked."""
 
     def __init__(self, *args, masks: GrowthMasks = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -88,7 +101,7 @@ class MaskedQKV(ColumnParallelLinear):
 
     def forward(self, x: Tensor, *args, **kwargs):
         out, bias = super().forward(x, *args, **kwargs)
-        per_head = 3 * self.masks.plan.head_dim
+        per_head = QKV_PARTS * self.masks.plan.head_dim
         heads = _tp_slice(self.masks.heads(out), out.shape[-1] // per_head)
         mask = heads.repeat_interleave(per_head) if heads is not None else None
         return _scale(out, bias, mask)
@@ -118,3 +131,36 @@ class MaskedResidualOut(RowParallelLinear):
         if self.new_layer:  # h + c * F(h)
             mask = self.masks.c if mask is None else mask * self.masks.c
         return _scale(out, bias, mask)
+
+
+def masked_block_spec(cfg: Any, masks: GrowthMasks) -> TransformerBlockSubmodules:
+    """The decoder block during an MSG ramp: masked leaves in the unfused local spec, one layer
+    spec per layer so that new layers know they are new. Single pipeline stage."""
+    if cfg.transformer_impl != "local" or cfg.parallel.pipeline_model_parallel_size != 1:
+        raise ConfigError("an MSG ramp runs on transformer_impl=local with pipeline size 1 (a masked LayerNorm "
+                          "cannot live inside a fused LayerNorm-linear): change the grown stage's layout")
+
+    def leaf(module, **params) -> ModuleSpec:
+        return ModuleSpec(module=module, params={"masks": masks, **params})
+
+    core_attention = local_core_attention(cfg.attention_backend)
+    layers = [
+        flm_layer(position_config(cfg), leaf(MaskedLayerNorm), leaf(MaskedQKV), core_attention,
+                  leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers), leaf(MaskedFC1),
+                  leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers))
+        for i in range(len(masks.plan.source))
+    ]
+    return flm_block_spec(layers, final_norm=leaf(MaskedLayerNorm))
+
+
+def build_masked_model(cfg: Any, masks: GrowthMasks) -> torch.nn.Module:
+    """The grown model with MSG masks: masked block leaves, and the embedding output masked on
+    new hidden coordinates by a forward hook (the embedding is not a spec leaf in GPTModel)."""
+    model = build_model(cfg, block=masked_block_spec(cfg, masks))
+
+    def mask_embedding(module, args, output: Tensor) -> Tensor:
+        mask = masks.hidden(output)
+        return output if mask is None else output * mask
+
+    model.embedding.register_forward_hook(mask_embedding)
+    return model

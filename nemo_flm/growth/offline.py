@@ -2,7 +2,7 @@
 
 The input (an exp_manager checkpoint of FLMModel, or a .nemo) is a sharded checkpoint
 (checkpoint/shards.py): its tensors are memory-mapped, not read whole, and each grown tensor is
-written as soon as it is made (growth/init_file.py), so the anonymous memory of a growth stays
+written as soon as it is made (growth/grown_checkpoint.py), so the anonymous memory of a growth stays
 near a few of the largest tensors rather than twice the model. An input written at TP > 1 is first
 consolidated into the TP=1 layout on disk, one tensor at a time. The input is never modified; an
 existing output is refused before any work.
@@ -26,7 +26,7 @@ from nemo_flm.checkpoint.lightning_io import checkpoint_dir, read_trainer_state
 from nemo_flm.checkpoint.nemo_file import WEIGHTS
 from nemo_flm.checkpoint.shards import ShardReader, consolidate
 from nemo_flm.config import ConfigError, ffn_size, load_model_config
-from nemo_flm.growth.init_file import write_grown_init
+from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
 from nemo_flm.growth.plan import GrowthPlan, make_plan
@@ -45,7 +45,7 @@ def _skeleton(model_cfg: Any):
     if not parallel_state.model_parallel_is_initialized():
         cfg.parallel.tensor_model_parallel_size = 1
         parallel.initialize(cfg.parallel, cfg.seed)
-    cfg.parallel.tensor_model_parallel_size = tp = parallel.tp_world_size()
+    cfg.parallel.tensor_model_parallel_size = tp = parallel.tp_size()
     if cfg.num_attention_heads % tp or ffn_size(cfg) % tp:
         raise ConfigError(f"a model with {cfg.num_attention_heads} heads and FFN {ffn_size(cfg)} does not split over "
                           f"this job's tensor-parallel size {tp}: grow it in its own process (scripts/grow_checkpoint.py)")
@@ -56,7 +56,7 @@ def _skeleton(model_cfg: Any):
 def _full_shape(param: torch.nn.Parameter) -> torch.Size:
     shape = list(param.shape)
     if getattr(param, "tensor_model_parallel", False):
-        shape[param.partition_dim] *= parallel.tp_world_size()
+        shape[param.partition_dim] *= parallel.tp_size()
     return torch.Size(shape)
 
 
@@ -112,6 +112,6 @@ def grow_checkpoint(src: str, new_model_cfg: Any, out: str, depth_mode: str = "s
         std = init_std if init_std is not None else new_cfg.init_method_std
         fill = default_fill(std, torch.Generator().manual_seed(seed))
         moments = iter_grown_moments(ckpt.moments, plan) if ckpt.moments else iter(())
-        write_grown_init(out, iter_grown(ckpt.model, plan, fill), moments, plan, partition_dims(_skeleton(new_cfg)),
+        write_grown_checkpoint(out, iter_grown(ckpt.model, plan, fill), moments, plan, partition_dims(_skeleton(new_cfg)),
                          step=ckpt.adam_step, consumed_samples=ckpt.consumed_samples)
     return plan

@@ -1,9 +1,10 @@
 """MSG growth operators on full (TP=1 layout) megatron state dicts: (state, plan) -> new state.
 
-Every parameter's dimensions have a logical kind. The old tensor goes into the top-left block of
-each logical axis — per q/k/v head for the fused qkv (megatron interleaves [q|k|v] per head) and
-per head for the attention output projection — and new entries come from `fill`: N(0, std) for
-weight matrices, 0 for biases, 1/0 for LayerNorm gamma/beta (the MSG code's rule). With masks at
+Every parameter's dimensions have a logical kind (model/layout.py). The old tensor goes into the
+top-left block of each logical axis — per q/k/v head for the fused qkv (megatron interleaves
+[q|k|v] per head) and per head for the attention output projection — and new entries come
+from `fill`: N(0, std) for weight matrices, 0 for biases, 1/0 for LayerNorm gamma/beta (the MSG
+code's rule). With masks at
 c = 0 the grown model computes the old function whatever the new entries hold (growth/masks.py).
 The same operator with zero fill grows Adam moments (the MSG optimizer rule).
 """
@@ -16,51 +17,27 @@ import torch
 from torch import Tensor
 
 from nemo_flm.growth.plan import GrowthPlan
+from nemo_flm.model.layout import AXES, Sizes, axis_shape, tensor_shape
 
 LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 OUTPUT = "output_layer.weight"
 
-# logical axes of each parameter, by name within the model or within a layer
-AXES: Dict[str, Tuple[str, ...]] = {
-    "embedding.word_embeddings.weight": ("vocab", "hidden"),
-    "output_layer.weight": ("vocab", "hidden"),
-    "decoder.final_layernorm.weight": ("hidden",),
-    "decoder.final_layernorm.bias": ("hidden",),
-    "input_layernorm.weight": ("hidden",),
-    "input_layernorm.bias": ("hidden",),
-    "pre_mlp_layernorm.weight": ("hidden",),
-    "pre_mlp_layernorm.bias": ("hidden",),
-    "self_attention.linear_qkv.weight": ("qkv", "hidden"),
-    "self_attention.linear_qkv.bias": ("qkv",),
-    "self_attention.linear_proj.weight": ("hidden", "heads"),
-    "self_attention.linear_proj.bias": ("hidden",),
-    "mlp.linear_fc1.weight": ("ffn", "hidden"),
-    "mlp.linear_fc1.bias": ("ffn",),
-    "mlp.linear_fc2.weight": ("hidden", "ffn"),
-    "mlp.linear_fc2.bias": ("hidden",),
-}
-
 Fill = Callable[[str, torch.Size, torch.dtype], Tensor]
 
 
-def _axis_shapes(axis: str, plan: GrowthPlan, vocab: int) -> Tuple[Tuple[int, ...], Tuple[int, ...]]:
-    """(old, new) logical shape of one axis; qkv is [heads, 3, head_dim], heads is [heads, head_dim]."""
-    d = plan.head_dim
-    return {
-        "vocab": ((vocab,), (vocab,)),
-        "hidden": ((plan.old_hidden,), (plan.new_hidden,)),
-        "ffn": ((plan.old_ffn,), (plan.new_ffn,)),
-        "qkv": ((plan.old_heads, 3, d), (plan.new_heads, 3, d)),
-        "heads": ((plan.old_heads, d), (plan.new_heads, d)),
-    }[axis]
+def _sizes(plan: GrowthPlan, vocab: int) -> Tuple[Sizes, Sizes]:
+    """(old, new) sizes of a growth, for the layout table."""
+    old = Sizes(plan.old_hidden, plan.old_ffn, plan.old_heads, plan.head_dim, vocab)
+    new = Sizes(plan.new_hidden, plan.new_ffn, plan.new_heads, plan.head_dim, vocab)
+    return old, new
 
 
 def grow_tensor(old: Tensor, axes: Tuple[str, ...], plan: GrowthPlan, new: Tensor) -> Tensor:
     """Copy `old` into the top-left block of `new` (already filled) along each logical axis."""
-    vocab = old.shape[0] if axes[0] == "vocab" else 0
+    old_sizes, new_sizes = _sizes(plan, old.shape[0] if axes[0] == "vocab" else 0)
     old_view, new_view, block = [], [], []
     for axis in axes:
-        o, n = _axis_shapes(axis, plan, vocab)
+        o, n = axis_shape(axis, old_sizes), axis_shape(axis, new_sizes)
         old_view += o
         new_view += n
         block += [slice(0, size) for size in o]
@@ -86,13 +63,7 @@ def zero_fill(name: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:
 
 
 def _new_shape(axes: Tuple[str, ...], plan: GrowthPlan, vocab: int) -> torch.Size:
-    dims = []
-    for axis in axes:
-        size = 1
-        for s in _axis_shapes(axis, plan, vocab)[1]:
-            size *= s
-        dims.append(size)
-    return torch.Size(dims)
+    return torch.Size(tensor_shape(axes, _sizes(plan, vocab)[1]))
 
 
 def _split(name: str) -> Tuple[Optional[int], str]:

@@ -18,6 +18,7 @@ import json
 import os
 from typing import Any, Dict, List
 
+from nemo_flm.atomic import atomic_output
 from nemo_flm.config import load_model_config
 from nemo_flm.training.flops import train_flops_per_token
 
@@ -36,11 +37,6 @@ def stage_scalars(stage_dir: str, tags: List[str]) -> Dict[str, List[tuple]]:
             if tag in present:
                 points[tag].update({e.step: e.value for e in acc.Scalars(tag)})
     return {tag: sorted(p.items()) for tag, p in points.items()}
-
-
-def scalars(stage_dir: str, tag: str) -> List[tuple]:
-    """(step, value) pairs of one TensorBoard tag over all event files of a stage."""
-    return stage_scalars(stage_dir, [tag])[tag]
 
 
 def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
@@ -99,14 +95,9 @@ def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> 
     axes[1].set_title("loss vs FLOPs (dashed: growth)")
     fig.tight_layout()
     json_path = os.path.join(out_dir, "growth_report.json")
-    _atomic(json_path, lambda p: open(p, "w").write(json.dumps(data, indent=1)))
-    _atomic(os.path.join(out_dir, "growth_report.png"), lambda p: fig.savefig(p, dpi=110))
+    with atomic_output(json_path) as tmp, open(tmp, "w") as handle:
+        json.dump(data, handle, indent=1)
+    with atomic_output(os.path.join(out_dir, "growth_report.png")) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return json_path
-
-
-def _atomic(path: str, write) -> None:
-    root, ext = os.path.splitext(path)
-    tmp = f"{root}.partial{ext}"
-    write(tmp)
-    os.replace(tmp, path)

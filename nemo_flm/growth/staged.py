@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import read_trainer_state
-from nemo_flm.config import ConfigError, load_model_config
+from nemo_flm.config import ConfigError, load_model_config, validate_ramp
+from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.growth.report import write_report
@@ -36,7 +37,6 @@ def stage_job(cfg: DictConfig, index: int) -> DictConfig:
     if index > 0:
         # beside, not inside, the stage directory: exp_manager moves files found there into run_N/
         job.model.growth.init_from = os.path.join(job.exp_manager.exp_dir, f"{stage.name}.grown")
-        job.model.growth.grow_steps = cfg.growth.grow_steps
     return job
 
 
@@ -86,10 +86,13 @@ def validate_stages(cfg: DictConfig) -> None:
     for index in range(len(cfg.stages)):
         job = stage_job(cfg, index)
         models.append(load_model_config({**job.model, "growth": {}}))
+        check_vocab_covers_tokenizer(models[-1])
         if index > 0:
             make_plan(models[-2], models[-1], cfg.growth.depth_mode)
-            if cfg.growth.grow_steps > job.trainer.max_steps:
-                raise ConfigError(f"growth.grow_steps {cfg.growth.grow_steps} exceeds stage '{job.exp_manager.name}' "
+            ramp = job.model.growth
+            validate_ramp(ramp, starts_grown=True)
+            if ramp.grow_steps > job.trainer.max_steps:
+                raise ConfigError(f"model.growth.grow_steps {ramp.grow_steps} exceeds stage '{job.exp_manager.name}' "
                                   f"max_steps {job.trainer.max_steps}: the ramp must end inside the stage")
 
 

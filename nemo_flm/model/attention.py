@@ -1,7 +1,7 @@
 """The one SelfAttention override: positions (xPos or RoPE) applied to q and k before the KV cache.
 
 megatron-core 0.16 has no xPos, and its static KV cache stores un-rotated keys and re-rotates the
-whole cache at every decoding step (FLM_REFERENCE §7). So the GPTModel is built with
+whole cache at every decoding step (docs/flm_facts.md §7). So the GPTModel is built with
 position_embedding_type='none' and this subclass places q and k itself, at the single point where
 both exist and no cache write has happened yet: `_adjust_key_value_for_inference`, which megatron
 calls on every forward (it returns at once when there is no inference context). Positions are the

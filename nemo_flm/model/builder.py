@@ -2,17 +2,17 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
-from megatron.core.transformer.transformer_block import get_num_layers_to_build
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
 from nemo_flm.compat import require_backends
 from nemo_flm.config import ffn_size, head_dim, padded_vocab_size
 from nemo_flm.model.gpt import FLMGPTModel
-from nemo_flm.model.spec import flm_block_spec, flm_layer_spec, growth_block_spec
+from nemo_flm.model.spec import flm_block_spec, flm_layer_spec
 from nemo_flm.model.xpos import PositionConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp64": torch.float64}  # fp64: exactness checks
@@ -68,22 +68,21 @@ def logit_scale(cfg: Any) -> float:
     return cfg.output_mult / cfg.mup_scale_factor if cfg.use_mup else 1.0
 
 
-def build_model(cfg: Any, pre_process: bool = True, post_process: bool = True, growth_masks=None) -> FLMGPTModel:
+def block_spec(cfg: Any) -> TransformerBlockSubmodules:
+    """The decoder block of this pipeline stage: FLM layers for the configured backend."""
+    layer = flm_layer_spec(position_config(cfg), cfg.transformer_impl, cfg.attention_backend)
+    return flm_block_spec([layer] * get_num_layers_to_build(transformer_config(cfg)))
+
+
+def build_model(cfg: Any, pre_process: bool = True, post_process: bool = True,
+                block: Optional[TransformerBlockSubmodules] = None) -> FLMGPTModel:
     """Build this rank's FLMGPTModel; megatron parallel_state must be initialised first.
 
-    With `growth_masks` (growth/masks.py) the block uses the masked MSG leaves of a growth ramp."""
+    `block` replaces the FLM block spec: features that swap leaves (growth/masks.py) pass their own."""
     require_backends(cfg.transformer_impl, cfg.attention_backend)
-    tcfg = transformer_config(cfg)
-    if growth_masks is not None:
-        if cfg.transformer_impl != "local" or cfg.parallel.pipeline_model_parallel_size != 1:
-            raise ValueError("a growth ramp runs on the local spec with pipeline size 1 (masked LayerNorms cannot be fused)")
-        block = growth_block_spec(position_config(cfg), growth_masks, cfg.attention_backend)
-    else:
-        layer = flm_layer_spec(position_config(cfg), cfg.transformer_impl, cfg.attention_backend)
-        block = flm_block_spec(layer, get_num_layers_to_build(tcfg))
     return FLMGPTModel(
-        config=tcfg,
-        transformer_layer_spec=block,
+        config=transformer_config(cfg),
+        transformer_layer_spec=block if block is not None else block_spec(cfg),
         vocab_size=padded_vocab_size(cfg),
         max_sequence_length=cfg.seq_length,
         pre_process=pre_process,
@@ -92,5 +91,4 @@ def build_model(cfg: Any, pre_process: bool = True, post_process: bool = True, g
         position_embedding_type="none",
         input_mult=cfg.input_mult,
         logit_scale=logit_scale(cfg),
-        growth_masks=growth_masks,
     )

@@ -1,7 +1,7 @@
 """FLMGPTModel: megatron-core's GPTModel plus FLM's two scalar multipliers.
 
 FLM's HF config multiplies the embedding output by `input_mult` and the logits by
-`output_mult / mup_scale_factor` when `use_mup` is on (FLM_REFERENCE §2). GPTModel has no such
+`output_mult / mup_scale_factor` when `use_mup` is on (docs/flm_facts.md §2). GPTModel has no such
 hooks: the embedding output is computed here and handed in as `decoder_input`, and the final
 hidden states are scaled on their way into the (bias-free, linear) output layer, which scales the
 logits exactly while megatron keeps computing logits and loss in its own [s, b, v] layout.
@@ -15,11 +15,10 @@ from torch import Tensor
 
 
 class FLMGPTModel(GPTModel):
-    def __init__(self, *args, input_mult: float = 1.0, logit_scale: float = 1.0, growth_masks=None, **kwargs):
+    def __init__(self, *args, input_mult: float = 1.0, logit_scale: float = 1.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.input_mult = input_mult
         self.logit_scale = logit_scale
-        self.growth_masks = growth_masks  # MSG ramp: the embedding output is masked on new coordinates
 
     def forward(
         self,
@@ -37,11 +36,8 @@ class FLMGPTModel(GPTModel):
         With an inference context the logits are gathered over TP (megatron requires it)."""
         if inference_context is not None and runtime_gather_output is None:
             runtime_gather_output = True
-        if self.pre_process and decoder_input is None and (self.input_mult != 1.0 or self.growth_masks is not None):
+        if self.pre_process and decoder_input is None and self.input_mult != 1.0:
             decoder_input = self.embedding(input_ids=input_ids, position_ids=position_ids) * self.input_mult
-            mask = self.growth_masks.hidden(decoder_input) if self.growth_masks is not None else None
-            if mask is not None:
-                decoder_input = decoder_input * mask
         return super().forward(
             input_ids,
             position_ids,

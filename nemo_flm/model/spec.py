@@ -7,6 +7,8 @@ The self-attention module is FLMSelfAttention in both, so xPos is applied before
 """
 from __future__ import annotations
 
+from typing import List
+
 from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.enums import AttnMaskType
@@ -23,8 +25,9 @@ from nemo_flm.model.layernorm import FLMLayerNorm
 from nemo_flm.model.xpos import PositionConfig
 
 
-def _layer(positions: PositionConfig, norm, qkv, core_attention, proj, fc1, fc2) -> ModuleSpec:
-    """A pre-LN GPT block from its leaves; `norm` is IdentityOp where the linear fuses its LayerNorm."""
+def flm_layer(positions: PositionConfig, norm, qkv, core_attention, proj, fc1, fc2) -> ModuleSpec:
+    """A pre-LN GPT block from its leaves; `norm` is IdentityOp where the linear fuses its LayerNorm.
+    Features that change a leaf (the masked leaves of a growth ramp) call this with their own."""
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
@@ -48,10 +51,14 @@ def _layer(positions: PositionConfig, norm, qkv, core_attention, proj, fc1, fc2)
     )
 
 
+def local_core_attention(attention_backend: str) -> type:
+    """The core-attention leaf of the local spec: flash-attn or torch SDPA."""
+    return FlashAttention if attention_backend == "flash_attn" else SDPAttention
+
+
 def _local_layer(positions: PositionConfig, attention_backend: str) -> ModuleSpec:
-    core_attention = FlashAttention if attention_backend == "flash_attn" else SDPAttention
-    return _layer(positions, FLMLayerNorm, ColumnParallelLinear, core_attention, RowParallelLinear,
-                  ColumnParallelLinear, RowParallelLinear)
+    return flm_layer(positions, FLMLayerNorm, ColumnParallelLinear, local_core_attention(attention_backend),
+                     RowParallelLinear, ColumnParallelLinear, RowParallelLinear)
 
 
 def _te_layer(positions: PositionConfig) -> ModuleSpec:
@@ -62,8 +69,8 @@ def _te_layer(positions: PositionConfig) -> ModuleSpec:
         TERowParallelLinear,
     )
 
-    return _layer(positions, IdentityOp, TELayerNormColumnParallelLinear, TEDotProductAttention,
-                  TERowParallelLinear, TELayerNormColumnParallelLinear, TERowParallelLinear)
+    return flm_layer(positions, IdentityOp, TELayerNormColumnParallelLinear, TEDotProductAttention,
+                     TERowParallelLinear, TELayerNormColumnParallelLinear, TERowParallelLinear)
 
 
 def flm_layer_spec(positions: PositionConfig, transformer_impl: str = "local",
@@ -74,24 +81,7 @@ def flm_layer_spec(positions: PositionConfig, transformer_impl: str = "local",
     return _local_layer(positions, attention_backend)
 
 
-def flm_block_spec(layer: ModuleSpec, num_layers_in_stage: int) -> TransformerBlockSubmodules:
-    """The decoder block: the layers of this pipeline stage plus FLM's final LayerNorm."""
-    return TransformerBlockSubmodules(layer_specs=[layer] * num_layers_in_stage, layer_norm=FLMLayerNorm)
+def flm_block_spec(layers: List[ModuleSpec], final_norm=FLMLayerNorm) -> TransformerBlockSubmodules:
+    """The decoder block: one spec per layer of this pipeline stage, then FLM's final LayerNorm."""
+    return TransformerBlockSubmodules(layer_specs=layers, layer_norm=final_norm)
 
-
-def growth_block_spec(positions: PositionConfig, masks, attention_backend: str = "sdpa") -> TransformerBlockSubmodules:
-    """The decoder block during an MSG ramp: masked leaves (growth/masks.py) in the unfused local
-    spec, one layer spec per layer so new layers know they are new. Single pipeline stage."""
-    from nemo_flm.growth.masks import MaskedFC1, MaskedLayerNorm, MaskedQKV, MaskedResidualOut
-
-    def leaf(module, **params):
-        return ModuleSpec(module=module, params={"masks": masks, **params})
-
-    core_attention = FlashAttention if attention_backend == "flash_attn" else SDPAttention
-    layers = [
-        _layer(positions, leaf(MaskedLayerNorm), leaf(MaskedQKV), core_attention,
-               leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers), leaf(MaskedFC1),
-               leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers))
-        for i in range(len(masks.plan.source))
-    ]
-    return TransformerBlockSubmodules(layer_specs=layers, layer_norm=leaf(MaskedLayerNorm))

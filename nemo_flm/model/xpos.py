@@ -1,4 +1,4 @@
-"""Rotary and xPos position transforms as pure tensor functions (FLM_REFERENCE §4).
+"""Rotary and xPos position transforms as pure tensor functions (docs/flm_facts.md §4).
 
 For head dim d and pair index i = 0 .. d/2-1 (half-split / GPT-NeoX layout: element i pairs with
 element i + d/2):

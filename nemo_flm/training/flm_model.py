@@ -8,26 +8,27 @@ step function runs on CPU and GPU and gradient clipping is TP-correct.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any, Dict, List, Optional
 
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
+from lightning.pytorch.trainer.states import TrainerFn
 from nemo.core.classes import ModelPT
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.lightning_io import name_states, number_states
+from nemo_flm.checkpoint.lightning_io import key_optimizer_state_by_name, key_optimizer_state_by_number
 from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_prefixes
 from nemo_flm.data.sampler import EvalBatchSampler, PretrainingBatchSampler
-from nemo_flm.growth.init_file import copy_weights, load_adam, read_index
-from nemo_flm.growth.masks import GrowthMasks
+from nemo_flm.growth.grown_checkpoint import load_adam
+from nemo_flm.growth.ramp import MaskRamp, start_from_grown
 from nemo_flm.model.builder import build_model
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.optim import build_optimizer, build_scheduler
+from nemo_flm.training.throughput import FLMThroughputMonitor
 from nemo_flm.training.step import eval_sums, train_step
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
@@ -43,50 +44,37 @@ class FLMModel(ModelPT):
         super().__init__(cfg=cfg, trainer=trainer)
         self._save_restore_connector = FLMSaveRestoreConnector()
         parallel.initialize(cfg.parallel, cfg.seed)
-        self.growth_masks: Optional[GrowthMasks] = None
+        self._ramp: Optional[MaskRamp] = None
         self._grown_from: Optional[str] = None  # grown checkpoint whose Adam state starts the optimizer
         self._sample_offset = 0  # samples consumed by earlier stages of a staged run
         if cfg.growth.init_from and not self._is_model_being_restored():
-            self._init_grown(os.path.expanduser(cfg.growth.init_from))
+            self._grown_from = os.path.expanduser(cfg.growth.init_from)
+            self.model, masks, self._sample_offset = start_from_grown(cfg, self._grown_from)
+            self._ramp = MaskRamp(masks, cfg.growth.grow_steps) if masks is not None else None
+            self._cfg.growth.init_from = None  # the weights now live in the model: a .nemo restores as a plain model
         else:
             self.model = build_model(cfg)
         self.automatic_optimization = False
         self.consumed_samples = self._sample_offset
-        self._flops_per_token = train_flops_per_token(cfg)
         self._valid_langs: List[str] = []
         self._val_sums: Dict[str, List[float]] = {}
-        self.val_tag_suffix = ""  # "_after_growth" while run.py validates a freshly grown model
-        self._last_step_time: Optional[float] = None
         self._data_prefixes: Optional[Dict[str, str]] = None
-
-    def _init_grown(self, path: str) -> None:
-        """Start from a grown checkpoint; with grow_steps > 0 the MSG masks ramp from c = 0."""
-        index = read_index(path)
-        if self.cfg.growth.grow_steps > 0:
-            self.growth_masks = GrowthMasks(index["plan"], c=0.0)
-        self.model = build_model(self.cfg, growth_masks=self.growth_masks)
-        copy_weights(self.model, path)
-        self._grown_from = path
-        self._sample_offset = int(index["consumed_samples"])
-        # the weights now live in the model: a .nemo saved from it restores as a plain model
-        self._cfg.growth.init_from = None
 
     @property
     def starts_from_growth(self) -> bool:
         """A stage beginning from a grown checkpoint (not resuming one that already began)."""
         return self._grown_from is not None and self.trainer is not None and self.trainer.ckpt_path is None
 
-    def _fold(self) -> None:
-        """The ramp is over (every mask is 1): move the very same parameters into a plain-spec
-        model built on the meta device, so the rest of the stage, exports and inference run
-        without mask code. No copy, and the optimizer keeps its parameters and state."""
-        with torch.device("meta"):
-            plain = build_model(self.cfg)
-        for name, param in self.model.named_parameters():
-            owner, _, leaf = name.rpartition(".")
-            plain.get_submodule(owner).register_parameter(leaf, param)
-        self.model = plain
-        self.growth_masks = None
+    @property
+    def flops_per_batch(self) -> float:
+        """Training FLOPs of one global batch on this device (read by the throughput monitor)."""
+        tokens = self.cfg.global_batch_size * self.cfg.seq_length
+        return tokens * train_flops_per_token(self.cfg) / self.trainer.world_size
+
+    def configure_callbacks(self) -> List[Callback]:
+        """Throughput/MFU logging, and the MSG mask ramp of a stage that starts from growth."""
+        monitor = FLMThroughputMonitor(self.cfg.global_batch_size, self.cfg.seq_length, self.trainer.world_size)
+        return [monitor] + ([self._ramp] if self._ramp is not None else [])
 
     # ----------------------------------------------------------------- forward
     def forward(self, tokens: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
@@ -144,28 +132,15 @@ class FLMModel(ModelPT):
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        if self.growth_masks is not None:  # the MSG ramp: c = step / grow_steps, then fold
-            self.growth_masks.c = min(1.0, self.trainer.global_step / self.cfg.growth.grow_steps)
-            self.log("growth_mask", self.growth_masks.c, batch_size=1)
-            if self.growth_masks.c >= 1.0:
-                self._fold()
         stats = train_step(self.model, batch, self.cfg.micro_batch_size, self.optimizers(), self.cfg.optim.clip_grad)
         scheduler = self.lr_schedulers()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         self.consumed_samples += self.cfg.global_batch_size
-        now = time.perf_counter()
         metrics = {"train_loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
                    "consumed_samples": float(self.consumed_samples)}
-        if self._last_step_time is not None:
-            tokens_per_s = self.cfg.global_batch_size * self.cfg.seq_length / (now - self._last_step_time)
-            metrics["tokens_per_s"] = tokens_per_s
-            metrics["tflops_per_s"] = tokens_per_s * self._flops_per_token / 1e12
-        self._last_step_time = now
         self.log_dict(metrics, prog_bar=False, batch_size=1)
         self.log("loss", stats.loss, prog_bar=True, logger=False, batch_size=1)
-        if "tokens_per_s" in metrics:
-            self.log("tok/s", metrics["tokens_per_s"], prog_bar=True, logger=False, batch_size=1)
         return torch.tensor(stats.loss)
 
     # -------------------------------------------------------------- validation
@@ -185,17 +160,19 @@ class FLMModel(ModelPT):
         parallel.all_reduce(sums, parallel.dp_group())
         metrics = {f"val_loss_{lang}": (s[0] / s[1].clamp_min(1)).item() for lang, s in zip(self._valid_langs, sums)}
         metrics["val_loss"] = (sums[:, 0].sum() / sums[:, 1].sum().clamp_min(1)).item()
-        self.log_dict({k + self.val_tag_suffix: v for k, v in metrics.items()}, prog_bar=False, batch_size=1)
+        # a stage that starts from growth validates its grown model before any step (training/run.py):
+        # logged apart, it is compared with the previous stage's final validation (growth/report.py)
+        suffix = "_after_growth" if self.starts_from_growth and self.trainer.state.fn == TrainerFn.VALIDATING else ""
+        self.log_dict({k + suffix: v for k, v in metrics.items()}, prog_bar=False, batch_size=1)
         self.log("val", metrics["val_loss"], prog_bar=True, logger=False, batch_size=1)
         self._val_sums = {}
-        self._last_step_time = None  # validation time is not training throughput
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         """Adam state keyed by parameter name and the TP layout, for the sharded checkpoint
         (checkpoint/lightning_io.py) that any TP size can resume or grow from."""
         checkpoint["consumed_samples"] = self.consumed_samples
-        name_states(checkpoint, self.model)
+        key_optimizer_state_by_name(checkpoint, self.model)
         # Lightning saves its logging step before incrementing it for the current batch, so a
         # resumed run would log every step one behind the uninterrupted run (and overwrite the
         # last logged one); with one optimizer step per batch it equals global_step.
@@ -205,7 +182,7 @@ class FLMModel(ModelPT):
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self.consumed_samples = int(checkpoint.get("consumed_samples", 0))
-        number_states(checkpoint, self.model)
+        key_optimizer_state_by_number(checkpoint, self.model)
 
     def save_to(self, save_path: str) -> None:
         """Every rank takes part (each TP rank writes its shards); the .nemo is written under a

@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 from nemo_flm.config import load_model_config
+from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
 from nemo_flm.training.flm_model import FLMModel
 from nemo_flm.training.strategy import FLMStrategy
 
@@ -23,6 +24,7 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     Re-running the same job resumes from its last checkpoint (exp_manager.resume_if_exists), at
     any tensor-parallel size: checkpoints are sharded (checkpoint/lightning_io.py)."""
     model_cfg = load_model_config(cfg.model)  # fails before any directory is created
+    check_vocab_covers_tokenizer(model_cfg)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     world = _world_size(trainer_kwargs)  # trainer.devices x trainer.num_nodes
     par = model_cfg.parallel
@@ -38,9 +40,7 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     if model.starts_from_growth:
         # the validation loss of the grown model before any step (masks at c = 0), on the same
         # samples as the previous stage's last validation: the growth report's exactness check
-        model.val_tag_suffix = "_after_growth"
         trainer.validate(model)
-        model.val_tag_suffix = ""
     trainer.fit(model)
     return model, trainer, log_dir
 

@@ -11,14 +11,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, checkpoint_dir, name_states
+from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, checkpoint_dir, key_optimizer_state_by_name
 from nemo_flm.checkpoint.shards import ShardReader
 from nemo_flm.config import ConfigError
-from nemo_flm.growth.init_file import read_index
+from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.operators import default_fill, grow_state_dict
 from nemo_flm.growth.plan import make_plan
-from tests.conftest import tiny_cfg
+from tests.helpers import tiny_cfg
 from tests.helpers import trained_model
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "grow_checkpoint.py")
@@ -32,7 +32,7 @@ def lightning_checkpoint(path, cfg, steps=2):
     ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
             "optimizer_states": [opt.state_dict()], "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
             "consumed_samples": 24, "global_step": steps}
-    name_states(ckpt, model)
+    key_optimizer_state_by_name(ckpt, model)
     FLMCheckpointIO().save_checkpoint(ckpt, str(path))
     return model
 
@@ -51,7 +51,7 @@ def test_offline_equals_in_process(single_process, tmp_path):
     before = _digest(tmp_path / "s1.ckpt")
     grow_checkpoint(str(tmp_path / "s1.ckpt"), new_cfg, str(tmp_path / "g"), seed=7)
     expected = grow_state_dict(model.state_dict(), make_plan(old_cfg, new_cfg), default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(7)))
-    index = read_index(str(tmp_path / "g"))
+    index = read_grown_meta(str(tmp_path / "g"))
     assert index["consumed_samples"] == 24 and index["adam_step"] == 2.0
     reader = ShardReader(str(tmp_path / "g"))
     assert set(reader.names("model")) == {k for k, v in expected.items() if torch.is_tensor(v)}

@@ -128,7 +128,7 @@ def test_staged_growth_dp2_to_tp2_is_exact_and_resumes_between_stages(tmp_path):
     grown model, validated before its first step, gives stage 1's final validation loss (growth
     exact through the real pipeline: sharded checkpoint, offline growth, reload at another layout);
     re-running after stage 2 was lost grows it again once (rank 0) and finishes the same way."""
-    args = [STAGES, "growth.grow_steps=2", "trainer.devices=2"]
+    args = [STAGES, "model.growth.grow_steps=2", "trainer.devices=2"]
     job = tmp_path / "nemo_experiments" / "flm_tiny_growth"
     for attempt in range(2):
         _run(tmp_path, *args, nproc=2, config="flm_tiny_growth")

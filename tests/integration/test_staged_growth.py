@@ -11,13 +11,14 @@ from safetensors.torch import load_file
 
 from nemo_flm.config import register_schema
 
-from nemo_flm.growth.init_file import read_index
+from nemo_flm.growth.grown_checkpoint import read_grown_meta
+from nemo_flm.growth.ramp import MaskRamp
 from nemo_flm.growth.staged import run_stages
 from nemo_flm.training.run import train
 
 CONF = str(Path(__file__).parents[2] / "conf")
 ARGS = [
-    "stages.0.max_steps=4", "stages.1.max_steps=6", "stages.2.max_steps=4", "growth.grow_steps=4",
+    "stages.0.max_steps=4", "stages.1.max_steps=6", "stages.2.max_steps=4", "model.growth.grow_steps=4",
     "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
     "exp_manager.checkpoint_callback_params.every_n_train_steps=2",
     "model.seq_length=32", "model.data.eval_samples=4",
@@ -44,9 +45,10 @@ class StageRecorder(pl.Callback):
             return
         key = (model.cfg.hidden_size, trainer.global_step)
         self.losses[key] = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
+        ramp = next(c for c in trainer.callbacks if isinstance(c, MaskRamp))
         masked = any("Masked" in type(m).__name__ for m in model.model.modules())
-        assert masked == (model.growth_masks is not None)  # folded means no mask code left
-        self.masks[key] = model.growth_masks.c if masked else "folded"
+        assert masked == (ramp.masks is not None)  # folded means no mask code left
+        self.masks[key] = ramp.masks.c if masked else "folded"
         if self.stop_at is not None and key[0] == 96 and trainer.global_step >= self.stop_at:
             trainer.should_stop = True
 
@@ -58,7 +60,7 @@ def test_staged_run_and_resume_mid_ramp(tmp_path):
     assert [straight.masks[(96, s)] for s in range(1, 7)] == [0.0, 0.25, 0.5, 0.75, "folded", "folded"]
     assert [straight.masks[(128, s)] for s in range(1, 5)] == [0.0, 0.25, 0.5, 0.75]
     grown = tmp_path / "a" / "flm_tiny_growth" / "stage2.grown"
-    assert read_index(str(grown))["consumed_samples"] == 4 * 8  # stage 2 continues where stage 1 stopped
+    assert read_grown_meta(str(grown))["consumed_samples"] == 4 * 8  # stage 2 continues where stage 1 stopped
     fc1 = load_file(grown / "model" / "decoder.layers.2.mlp.linear_fc1.weight.safetensors")["t"]
     assert fc1.shape == (384, 96)
     # the grown model before its first step gives the previous stage's final validation loss

@@ -1,8 +1,7 @@
 """TP=2 on CPU (two gloo processes) gives the TP=1 logits, loss and gradient norm."""
 import torch
 
-from tests.conftest import tiny_cfg
-from tests.helpers import run_ranks
+from tests.helpers import end_ranks, gather_vocab, run_ranks, tiny_cfg
 
 SEQ = 32
 
@@ -28,7 +27,7 @@ def _forward_backward(cfg):
             if p.ndim == 1 and not getattr(p, "tensor_model_parallel", False):
                 p.add_(torch.randn(p.shape, generator=g) * 0.1)
     tokens, positions, labels = _inputs(cfg)
-    logits = parallel.gather_vocab(model(tokens, positions, None).detach())
+    logits = gather_vocab(model(tokens, positions, None).detach())
     loss = model(tokens, positions, None, labels=labels).mean()
     loss.backward()
     parallel.reduce_grads(list(model.parameters()))
@@ -43,7 +42,7 @@ def _rank(rank, overrides, out_path):
     logits, loss, norm = _forward_backward(cfg)
     if rank == 0:
         torch.save({"logits": logits, "loss": loss, "norm": norm}, out_path)
-    parallel.shutdown()
+    end_ranks()
 
 
 def test_tp2_matches_tp1(single_process, tmp_path):

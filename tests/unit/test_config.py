@@ -1,8 +1,11 @@
 """Each config validation error is one line naming the problem, raised before anything is built."""
+from pathlib import Path
+
 import pytest
 import torch
 
 from nemo_flm.config import ConfigError, load_model_config, padded_vocab_size
+from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
 
 
 def _load(**overrides):
@@ -26,6 +29,9 @@ def _load(**overrides):
         ({"data": {"prefixes": {"en": "/nonexistent/en"}, "weights": {"en": 1.0}}}, "not found: run scripts/preprocess_data.py"),
         ({"data": {"split": "98,2"}}, "data.split must be three numbers"),
         ({"optim": {"lr": 1e-6, "min_lr": 1e-5}}, "optim.lr"),
+        ({"growth": {"init_from": "/nonexistent/grown"}}, "growth.grow_steps is 0 on a stage that starts from a grown"),
+        ({"growth": {"no_ramp": True, "grow_steps": 5}}, "growth.no_ramp is set but growth.grow_steps is 5"),
+        ({"growth": {"grow_steps": -1}}, "growth.grow_steps must be >= 0"),
         ({"no_such_key": 1}, "no_such_key"),
         ({"num_layers": "many"}, "num_layers"),
     ],
@@ -44,17 +50,45 @@ def test_vocab_is_padded_to_128_times_tp():
     assert padded_vocab_size(_load(hidden_size=96, num_attention_heads=6, parallel={"tensor_model_parallel_size": 3})) == 100608
 
 
-def test_train_script_reports_config_errors_in_one_line(tmp_path):
+@pytest.mark.parametrize("overrides", [{"make_vocab_size_divisible_by": 1}, {"vocab_size": 50000}])
+def test_vocab_smaller_than_the_tokenizer_is_refused(overrides):
+    """EOD is id 100256: 100256 rows (or 50048) would fail with an IndexError at the first forward."""
+    with pytest.raises(ConfigError, match="FLM tokenizer writes ids up to 100260") as err:
+        check_vocab_covers_tokenizer(_load(**overrides))
+    assert "\n" not in str(err.value)
+    check_vocab_covers_tokenizer(_load(vocab_size=100261, make_vocab_size_divisible_by=1))  # just enough rows
+
+
+def test_ramp_less_growth_is_an_explicit_opt_in(tmp_path):
+    cfg = _load(growth={"init_from": str(tmp_path), "no_ramp": True})
+    assert cfg.growth.no_ramp and cfg.growth.grow_steps == 0
+
+
+def test_staged_run_without_a_ramp_fails_before_training(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    from nemo_flm.config import register_schema
+    from nemo_flm.growth.staged import validate_stages
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[2] / "conf"), version_base=None):
+        cfg = compose("flm_tiny_growth", overrides=["model.growth.grow_steps=0", f"exp_manager.exp_dir={tmp_path}"])
+    with pytest.raises(ConfigError, match="growth.grow_steps is 0 on a stage that starts from a grown checkpoint"):
+        validate_stages(cfg)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.num_attention_heads=3", "config error: hidden_size 128 is not divisible by num_attention_heads 3"),
+    ("model.make_vocab_size_divisible_by=1", "config error: the model's vocab has 100256 rows"),
+])
+def test_train_script_reports_config_errors_in_one_line(tmp_path, override, message):
     import subprocess
     import sys
 
-    script = __import__("pathlib").Path(__file__).parents[2] / "scripts" / "train.py"
-    out = subprocess.run(
-        [sys.executable, str(script), "model.num_attention_heads=3"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )
+    script = Path(__file__).parents[2] / "scripts" / "train.py"
+    out = subprocess.run([sys.executable, str(script), override], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
-    assert "config error: hidden_size 128 is not divisible by num_attention_heads 3" in out.stderr
+    assert message in out.stderr
     assert not (tmp_path / "nemo_experiments").exists()
 
 

@@ -2,14 +2,14 @@
 layers zero, step kept, loaded into a fresh optimizer over the grown model."""
 import torch
 
-from nemo_flm.growth.init_file import load_adam, write_grown_init
+from nemo_flm.growth.grown_checkpoint import load_adam, write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.model.builder import build_model
 from nemo_flm.model.sharding import partition_dims
 from nemo_flm.training.optim import build_optimizer
-from tests.conftest import tiny_cfg
+from tests.helpers import tiny_cfg
 from tests.helpers import trained_model
 
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
@@ -30,7 +30,7 @@ def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
     new_model = build_model(new_cfg)
-    write_grown_init(str(tmp_path / "g"), iter_grown(model.state_dict(), plan, default_fill(0.02)),
+    write_grown_checkpoint(str(tmp_path / "g"), iter_grown(model.state_dict(), plan, default_fill(0.02)),
                      iter_grown_moments(by_moment(old_state), plan), plan, partition_dims(new_model),
                      step=old_state["output_layer.weight"]["step"])
 

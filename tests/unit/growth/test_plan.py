@@ -3,7 +3,7 @@ import pytest
 
 from nemo_flm.config import ConfigError
 from nemo_flm.growth.plan import _layer_sources, make_plan
-from tests.conftest import tiny_cfg
+from tests.helpers import tiny_cfg
 
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
 

@@ -3,7 +3,7 @@
 A sharded checkpoint directory (checkpoint/shards.py) in the full (TP=1) layout, written tensor
 by tensor so that growth never holds the model twice: group `model` (grown weights), groups
 `exp_avg` / `exp_avg_sq` (grown Adam moments, optional), and in its meta the plan, the samples
-consumed so far and the Adam step. It is written as `<path>.partial/` and renamed when complete;
+consumed so far and the Adam step. It is written under a temporary name and renamed when complete (atomic.py);
 readers copy one tensor at a time into this rank's tensor-parallel shard, so any TP size can
 start from it.
 """
@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from nemo_flm import parallel
+from nemo_flm.atomic import atomic_output
 from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
 from nemo_flm.growth.optimizer_state import MOMENTS
 from nemo_flm.growth.plan import GrowthPlan
 
 
-def write_grown_init(
+def write_grown_checkpoint(
     path: str,
     model_items: Iterable[Tuple[str, Any]],
     moment_items: Iterable[Tuple[str, str, Tensor]],
@@ -36,20 +36,18 @@ def write_grown_init(
     `dims` are the grown model's TP partition dims (model/sharding.py), for readers at TP > 1."""
     if os.path.exists(path):
         raise FileExistsError(f"grown checkpoint '{path}' exists: choose another output or delete it")
-    tmp = f"{path}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    writer = ShardWriter(tmp)
-    writer.add_tensors(MODEL, model_items, dims)  # megatron's `_extra_state` entries are dropped
-    moments = 0
-    for moment, name, value in moment_items:
-        writer.add(moment, name, value, dims.get(name))
-        moments += 1
-    writer.write_index({"plan": dataclasses.asdict(plan), "consumed_samples": consumed_samples,
-                        "adam_step": float(step) if moments and step is not None else None})
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        writer = ShardWriter(tmp)
+        writer.add_tensors(MODEL, model_items, dims)  # megatron's `_extra_state` entries are dropped
+        moments = 0
+        for moment, name, value in moment_items:
+            writer.add(moment, name, value, dims.get(name))
+            moments += 1
+        writer.write_index({"plan": dataclasses.asdict(plan), "consumed_samples": consumed_samples,
+                            "adam_step": float(step) if moments and step is not None else None})
 
 
-def read_index(path: str) -> Dict[str, Any]:
+def read_grown_meta(path: str) -> Dict[str, Any]:
     """The grown checkpoint's meta: plan (a GrowthPlan), consumed_samples, adam_step."""
     meta = dict(ShardReader(path).meta)
     meta["plan"] = GrowthPlan(**meta["plan"])
@@ -59,7 +57,7 @@ def read_index(path: str) -> Dict[str, Any]:
 def copy_weights(model: torch.nn.Module, path: str) -> None:
     """Copy the grown weights into `model` (this rank's TP shards), one tensor at a time."""
     reader = ShardReader(path)
-    rank, size = parallel.tp_rank(), parallel.tp_world_size()
+    rank, size = parallel.tp_rank(), parallel.tp_size()
     with torch.no_grad():
         for name, param in model.named_parameters():
             param.copy_(reader.read(MODEL, name, rank, size))
@@ -71,7 +69,7 @@ def load_adam(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: st
     step = reader.meta["adam_step"]
     if step is None:
         return
-    rank, size = parallel.tp_rank(), parallel.tp_world_size()
+    rank, size = parallel.tp_rank(), parallel.tp_size()
     for name, param in model.named_parameters():
         moments = {m: reader.read(m, name, rank, size).clone() for m in MOMENTS}
         optimizer.state[param] = {"step": torch.tensor(step), **moments}

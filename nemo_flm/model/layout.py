@@ -1,0 +1,70 @@
+"""What every dimension of every FLM parameter holds: the one table of the model's layout.
+
+megatron-core fuses q, k and v into `linear_qkv` and interleaves them per head (per query group;
+FLM has one key/value head per query head): its output rows are [heads, 3, head_dim], q then k
+then v within each head. HF's GPT-2-style `c_attn` holds three blocks instead (all q heads, then
+all k, then all v). Whatever moves weights between layouts or sizes (growth now, the HF export
+later) reads the axes here rather than restating them.
+
+Axes: `vocab`, `hidden`, `ffn` are plain dims; `qkv` is [heads, 3, head_dim] and `heads` is
+[heads, head_dim] (the attention projection's input).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+# logical axes of each parameter, by name within the model or within a layer (decoder.layers.<i>.)
+AXES: Dict[str, Tuple[str, ...]] = {
+    "embedding.word_embeddings.weight": ("vocab", "hidden"),
+    "output_layer.weight": ("vocab", "hidden"),
+    "decoder.final_layernorm.weight": ("hidden",),
+    "decoder.final_layernorm.bias": ("hidden",),
+    "input_layernorm.weight": ("hidden",),
+    "input_layernorm.bias": ("hidden",),
+    "pre_mlp_layernorm.weight": ("hidden",),
+    "pre_mlp_layernorm.bias": ("hidden",),
+    "self_attention.linear_qkv.weight": ("qkv", "hidden"),
+    "self_attention.linear_qkv.bias": ("qkv",),
+    "self_attention.linear_proj.weight": ("hidden", "heads"),
+    "self_attention.linear_proj.bias": ("hidden",),
+    "mlp.linear_fc1.weight": ("ffn", "hidden"),
+    "mlp.linear_fc1.bias": ("ffn",),
+    "mlp.linear_fc2.weight": ("hidden", "ffn"),
+    "mlp.linear_fc2.bias": ("hidden",),
+}
+
+QKV_PARTS = 3  # q, k, v rows of one head, in this order, inside megatron's fused linear_qkv
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """The sizes the axes are measured in."""
+
+    hidden: int
+    ffn: int
+    heads: int
+    head_dim: int
+    vocab: int = 0
+
+
+def axis_shape(axis: str, sizes: Sizes) -> Tuple[int, ...]:
+    """The logical shape of one axis (its dims, outermost first)."""
+    return {
+        "vocab": (sizes.vocab,),
+        "hidden": (sizes.hidden,),
+        "ffn": (sizes.ffn,),
+        "qkv": (sizes.heads, QKV_PARTS, sizes.head_dim),
+        "heads": (sizes.heads, sizes.head_dim),
+    }[axis]
+
+
+def tensor_shape(axes: Tuple[str, ...], sizes: Sizes) -> Tuple[int, ...]:
+    """The stored (flat) shape of a parameter with these axes."""
+    shape = []
+    for axis in axes:
+        size = 1
+        for dim in axis_shape(axis, sizes):
+            size *= dim
+        shape.append(size)
+    return tuple(shape)

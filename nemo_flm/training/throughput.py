@@ -1,0 +1,54 @@
+"""Throughput, TFLOP/s and MFU through Lightning's ThroughputMonitor.
+
+The module reports its FLOPs per batch (training/flops.py, per device); Lightning times the steps
+(excluding validation), averages over a window and logs `train/device/items_per_sec` (tokens),
+`train/device/flops_per_sec` and, where the GPU's peak is known, `train/device/mfu`. Lightning's
+peak table lacks the GPUs FLM trained on (A800) and recent ones (H200, H800): they are added here,
+dense (no sparsity) values from NVIDIA's datasheets.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import ThroughputMonitor
+
+# device-name substring -> dtype -> dense peak FLOP/s; A800/H800 have A100/H100 compute (only their
+# interconnect differs), H200 has H100 SXM's
+PEAK_FLOPS: Dict[str, Dict[Any, float]] = {
+    "a800": {torch.bfloat16: 312e12, torch.float16: 312e12, "tfloat32": 156e12, torch.float32: 19.5e12},
+    "h800": {torch.bfloat16: 989.4e12, torch.float16: 989.4e12, "tfloat32": 494.7e12, torch.float32: 66.9e12},
+    "h200": {torch.bfloat16: 989.4e12, torch.float16: 989.4e12, "tfloat32": 494.7e12, torch.float32: 66.9e12},
+}
+
+
+def peak_flops(device: torch.device, dtype: torch.dtype) -> Optional[float]:
+    """The peak of `device` at `dtype` from the table above, or None (then Lightning's is used)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device).lower()
+    if dtype is torch.float32 and torch.get_float32_matmul_precision() != "highest":
+        dtype = "tfloat32"
+    return next((table.get(dtype) for chip, table in PEAK_FLOPS.items() if chip in name), None)
+
+
+class FLMThroughputMonitor(ThroughputMonitor):
+    """ThroughputMonitor counting tokens and per-device FLOPs of FLM's global batches.
+
+    Each device is credited 1/world of the global batch, so that Lightning's world totals are the
+    global batch's samples and tokens whatever the TP x PP x DP layout."""
+
+    def __init__(self, global_batch_size: int, seq_length: int, world_size: int, window_size: int = 20):
+        share = global_batch_size / world_size
+        super().__init__(batch_size_fn=lambda batch: share, length_fn=lambda batch: share * seq_length,
+                         window_size=window_size)
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        dtype = torch.bfloat16 if "bf16" in str(trainer.precision) else torch.float32
+        peak = peak_flops(trainer.strategy.root_device, dtype)
+        if peak is not None:
+            self.available_flops = peak
+            for throughput in self._throughputs.values():
+                throughput.available_flops = peak
