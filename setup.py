@@ -1,4 +1,5 @@
 """nemo_flm: the FLM-101B recipe (growth, xPos, muP, loss prediction) as a NeMo plugin."""
+
 from setuptools import find_packages, setup
 
 setup(
@@ -24,7 +25,7 @@ setup(
         "safetensors",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "transformers>=4.40"],
+        "test": ["pytest>=8", "pytest-timeout", "transformers>=4.40", "ruff==0.17.6"],
         "gpu": ["transformer_engine[pytorch]", "flash-attn"],
     },
 )

@@ -1,4 +1,5 @@
 """nemo_flm: the FLM-101B recipe on NeMo 3.0 and megatron-core."""
+
 from nemo.core.classes.common import ALLOWED_TARGET_PREFIXES
 
 # NeMo's restore_from only instantiates targets on its allow-list: add ours, never disable the check.

@@ -8,6 +8,7 @@ old one atomically; a directory cannot be replaced in one step, so the old one i
 its shards) use `partial_path`, `discard` and `publish` around their own barriers; single writers
 use `atomic_output`.
 """
+
 from __future__ import annotations
 
 import os

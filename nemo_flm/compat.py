@@ -3,6 +3,7 @@
 Transformer Engine and flash-attn need CUDA and cannot be built on CPU machines; their code paths
 are guarded here and selected by config (`transformer_impl`, `attention_backend`).
 """
+
 from __future__ import annotations
 
 import importlib.util

@@ -6,6 +6,7 @@ unknown keys and wrong types fail at load; `validate` checks the relations betwe
 Every check raises `ConfigError` with one line naming the problem and the fix, before any model
 is built or file written.
 """
+
 from __future__ import annotations
 
 import os
@@ -212,7 +213,9 @@ def validate(cfg: Any) -> None:
         f"hidden_size {cfg.hidden_size} is not divisible by num_attention_heads "
         f"{cfg.num_attention_heads}: pick heads that divide it (or set kv_channels, the head dim)",
     )
-    _require(head_dim(cfg) % 2 == 0, f"head dim {head_dim(cfg)} must be even for rotary/xPos: change heads or kv_channels")
+    _require(
+        head_dim(cfg) % 2 == 0, f"head dim {head_dim(cfg)} must be even for rotary/xPos: change heads or kv_channels"
+    )
     _require(
         cfg.num_attention_heads % tp == 0,
         f"num_attention_heads {cfg.num_attention_heads} is not divisible by "
@@ -249,7 +252,10 @@ def validate(cfg: Any) -> None:
         (cfg.attention_backend == "te") == (cfg.transformer_impl == "transformer_engine"),
         "attention_backend 'te' goes with transformer_impl 'transformer_engine' and only with it",
     )
-    _require(cfg.params_dtype in ("fp32", "bf16", "fp64"), f"params_dtype must be fp32, bf16 or fp64, got '{cfg.params_dtype}'")
+    _require(
+        cfg.params_dtype in ("fp32", "bf16", "fp64"),
+        f"params_dtype must be fp32, bf16 or fp64, got '{cfg.params_dtype}'",
+    )
     _require(
         not cfg.parallel.sequence_parallel or tp > 1,
         "sequence_parallel needs tensor_model_parallel_size > 1: turn it off or raise TP",
@@ -260,8 +266,7 @@ def validate(cfg: Any) -> None:
     )
     _require(
         cfg.global_batch_size % cfg.micro_batch_size == 0,
-        f"global_batch_size {cfg.global_batch_size} is not a multiple of micro_batch_size "
-        f"{cfg.micro_batch_size}",
+        f"global_batch_size {cfg.global_batch_size} is not a multiple of micro_batch_size {cfg.micro_batch_size}",
     )
     _require(0.0 <= cfg.hidden_dropout < 1 and 0.0 <= cfg.attention_dropout < 1, "dropout must be in [0, 1)")
     _require(cfg.optim.lr >= cfg.optim.min_lr, f"optim.lr {cfg.optim.lr} < optim.min_lr {cfg.optim.min_lr}")
@@ -269,7 +274,8 @@ def validate(cfg: Any) -> None:
     validate_ramp(cfg.growth, starts_grown=cfg.growth.init_from is not None)
     _require(
         cfg.growth.init_from is None or os.path.exists(os.path.expanduser(cfg.growth.init_from)),
-        f"growth.init_from '{cfg.growth.init_from}' not found: point it at a grown checkpoint (scripts/grow_checkpoint.py) or drop it",
+        f"growth.init_from '{cfg.growth.init_from}' not found: point it at a grown checkpoint "
+        "(scripts/grow_checkpoint.py) or drop it",
     )
     _validate_data(cfg.data)
 

@@ -1,5 +1,6 @@
 """Process groups and seeds, in one place. Model, data and training code never call
 torch.distributed directly; they ask this module."""
+
 from __future__ import annotations
 
 import os
@@ -38,11 +39,15 @@ def initialize(par: Any, seed: int = 1234) -> None:
         )
     if par.sequence_parallel and not torch.cuda.is_available():
         raise NotImplementedError(
-            "sequence_parallel needs GPUs (megatron's sequence-parallel collectives allocate on CUDA): turn it off on CPU"
+            "sequence_parallel needs GPUs (megatron's sequence-parallel collectives allocate on CUDA): "
+            "turn it off on CPU"
         )
     check_world_size(dist.get_world_size(), tp, pp)
     if parallel_state.model_parallel_is_initialized():
-        if (parallel_state.get_tensor_model_parallel_world_size(), parallel_state.get_pipeline_model_parallel_world_size()) == (tp, pp):
+        if (
+            parallel_state.get_tensor_model_parallel_world_size(),
+            parallel_state.get_pipeline_model_parallel_world_size(),
+        ) == (tp, pp):
             seed_everything(seed)
             return
         parallel_state.destroy_model_parallel()
@@ -53,8 +58,10 @@ def initialize(par: Any, seed: int = 1234) -> None:
 def check_world_size(world: int, tp: int, pp: int) -> None:
     """The processes must split into whole TP x PP model replicas."""
     if world % (tp * pp) != 0:
-        raise ConfigError(f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes, or set "
-                          "parallel.tensor_model_parallel_size to fit (checkpoints and .nemo files load at any TP)")
+        raise ConfigError(
+            f"world size {world} is not divisible by TP x PP = {tp * pp}: launch TPxPPxDP processes, or set "
+            "parallel.tensor_model_parallel_size to fit (checkpoints and .nemo files load at any TP)"
+        )
 
 
 def seed_everything(seed: int) -> None:

@@ -8,6 +8,7 @@ from-scratch FLOPs the grown run needs to reach the from-scratch final loss (tra
 
     python scripts/bench_growth.py [--seeds 1 2] [--out bench_growth]
 """
+
 import argparse
 import json
 import os
@@ -36,8 +37,9 @@ def _smooth(values):
 
 
 def _grown(out, seed):
-    cfg = _compose("flm_tiny_growth", [f"exp_manager.exp_dir={out}/grown_s{seed}", f"model.seed={seed}",
-                                        f"growth.seed={seed}"])
+    cfg = _compose(
+        "flm_tiny_growth", [f"exp_manager.exp_dir={out}/grown_s{seed}", f"model.seed={seed}", f"growth.seed={seed}"]
+    )
     run_stages(cfg, train)
     jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
     data = curve([stage_dir(j) for j in jobs], [load_model_config({**j.model, "growth": {}}) for j in jobs])
@@ -50,11 +52,18 @@ def _scratch(out, seed, flops_budget):
     model = load_model_config(base.model)
     per_step = model.global_batch_size * model.seq_length * train_flops_per_token(model)
     steps = int(round(flops_budget / per_step))
-    cfg = _compose("flm_tiny", [f"exp_manager.exp_dir={out}/scratch_s{seed}", f"model.seed={seed}",
-                                f"trainer.max_steps={steps}", "trainer.log_every_n_steps=1",
-                                f"model.optim.lr_decay_samples={steps * model.global_batch_size}",
-                                f"exp_manager.checkpoint_callback_params.every_n_train_steps={steps}",
-                                f"trainer.val_check_interval={steps}"])
+    cfg = _compose(
+        "flm_tiny",
+        [
+            f"exp_manager.exp_dir={out}/scratch_s{seed}",
+            f"model.seed={seed}",
+            f"trainer.max_steps={steps}",
+            "trainer.log_every_n_steps=1",
+            f"model.optim.lr_decay_samples={steps * model.global_batch_size}",
+            f"exp_manager.checkpoint_callback_params.every_n_train_steps={steps}",
+            f"trainer.val_check_interval={steps}",
+        ],
+    )
     train(cfg)
     return curve([os.path.join(out, f"scratch_s{seed}", cfg.name)], [load_model_config(cfg.model)])
 
@@ -78,8 +87,8 @@ def _plot(results, path):
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for seed, r in results.items():
         g, s = r["grown"], r["scratch"]
-        ax.plot(g["flops"][WINDOW - 1:], _smooth(g["loss"]), label=f"grown, seed {seed}")
-        ax.plot(s["flops"][WINDOW - 1:], _smooth(s["loss"]), ls="--", label=f"from scratch, seed {seed}")
+        ax.plot(g["flops"][WINDOW - 1 :], _smooth(g["loss"]), label=f"grown, seed {seed}")
+        ax.plot(s["flops"][WINDOW - 1 :], _smooth(s["loss"]), ls="--", label=f"from scratch, seed {seed}")
         for x in g["growth_flops"]:
             ax.axvline(x, color="gray", lw=0.6, ls=":")
     ax.set_xlabel("training FLOPs (lm_head included)")
@@ -103,15 +112,24 @@ def main():
         scratch = _scratch(out, seed, grown["flops"][-1])
         target, fraction = _fraction(grown, scratch)
         results[seed] = {"grown": grown, "scratch": scratch, "target_loss": target, "fraction": fraction}
-        print(f"seed {seed}: scratch final loss {target:.3f} at {scratch['flops'][-1]:.3e} FLOPs; grown final "
-              f"{_smooth(grown['loss'])[-1]:.3f}; FLOPs fraction to reach it: "
-              f"{'not reached' if fraction is None else f'{fraction:.3f}'}", flush=True)
+        print(
+            f"seed {seed}: scratch final loss {target:.3f} at {scratch['flops'][-1]:.3e} FLOPs; grown final "
+            f"{_smooth(grown['loss'])[-1]:.3f}; FLOPs fraction to reach it: "
+            f"{'not reached' if fraction is None else f'{fraction:.3f}'}",
+            flush=True,
+        )
     fractions = [r["fraction"] for r in results.values() if r["fraction"] is not None]
     if fractions:
-        print(f"FLOPs fraction over {len(fractions)}/{len(results)} seeds: mean {np.mean(fractions):.3f}, "
-              f"min {min(fractions):.3f}, max {max(fractions):.3f}")
+        print(
+            f"FLOPs fraction over {len(fractions)}/{len(results)} seeds: mean {np.mean(fractions):.3f}, "
+            f"min {min(fractions):.3f}, max {max(fractions):.3f}"
+        )
     with open(os.path.join(out, "bench_growth.json"), "w") as handle:
-        json.dump({str(k): {"target_loss": v["target_loss"], "fraction": v["fraction"]} for k, v in results.items()}, handle, indent=1)
+        json.dump(
+            {str(k): {"target_loss": v["target_loss"], "fraction": v["fraction"]} for k, v in results.items()},
+            handle,
+            indent=1,
+        )
     _plot(results, os.path.join(out, "bench_growth.png"))
     print(f"wrote {out}/bench_growth.json and bench_growth.png")
 

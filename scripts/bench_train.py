@@ -8,6 +8,7 @@ gradient clipping, measured in one run on the same CPU:
 
 Prints tokens/s of each and the ratio FLM / GPT-NeoX.
 """
+
 import argparse
 import time
 
@@ -21,19 +22,31 @@ def _flm(args):
     from nemo_flm.training.optim import build_optimizer
     from nemo_flm.training.step import train_step
 
-    cfg = load_model_config({
-        "num_layers": args.layers, "hidden_size": args.hidden, "num_attention_heads": args.heads,
-        "ffn_hidden_size": 4 * args.hidden, "seq_length": args.seq, "hidden_dropout": 0.0,
-        "attention_dropout": 0.0, "micro_batch_size": args.batch, "global_batch_size": args.batch,
-        "parallel": {},
-    })
+    cfg = load_model_config(
+        {
+            "num_layers": args.layers,
+            "hidden_size": args.hidden,
+            "num_attention_heads": args.heads,
+            "ffn_hidden_size": 4 * args.hidden,
+            "seq_length": args.seq,
+            "hidden_dropout": 0.0,
+            "attention_dropout": 0.0,
+            "micro_batch_size": args.batch,
+            "global_batch_size": args.batch,
+            "parallel": {},
+        }
+    )
     parallel.initialize(cfg.parallel, cfg.seed)
     model = build_model(cfg).train()
     opt = build_optimizer(model, cfg.optim)
 
     def step(tokens, labels):
-        batch = {"tokens": tokens, "labels": labels, "loss_mask": torch.ones_like(tokens, dtype=torch.float),
-                 "position_ids": torch.arange(args.seq)[None].expand_as(tokens)}
+        batch = {
+            "tokens": tokens,
+            "labels": labels,
+            "loss_mask": torch.ones_like(tokens, dtype=torch.float),
+            "position_ids": torch.arange(args.seq)[None].expand_as(tokens),
+        }
         return train_step(model, batch, args.batch, opt, 1.0).loss
 
     return step
@@ -43,10 +56,18 @@ def _neox(args):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     cfg = GPTNeoXConfig(
-        vocab_size=100352, hidden_size=args.hidden, num_hidden_layers=args.layers,
-        num_attention_heads=args.heads, intermediate_size=4 * args.hidden, hidden_act="gelu_fast",
-        rotary_pct=1.0, max_position_embeddings=args.seq, use_parallel_residual=False,
-        tie_word_embeddings=False, attention_dropout=0.0, hidden_dropout=0.0,
+        vocab_size=100352,
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        intermediate_size=4 * args.hidden,
+        hidden_act="gelu_fast",
+        rotary_pct=1.0,
+        max_position_embeddings=args.seq,
+        use_parallel_residual=False,
+        tie_word_embeddings=False,
+        attention_dropout=0.0,
+        hidden_dropout=0.0,
     )
     model = GPTNeoXForCausalLM._from_config(cfg, attn_implementation="sdpa").train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
@@ -92,8 +113,10 @@ def main():
         results[name] = _tokens_per_s(make(args), args)
         print(f"{name:40s} {results[name]:10.1f} tokens/s", flush=True)
     flm, neox = results.values()
-    print(f"shape: layers={args.layers} hidden={args.hidden} heads={args.heads} seq={args.seq} batch={args.batch} "
-          f"vocab=100352 fp32 threads={args.threads}")
+    print(
+        f"shape: layers={args.layers} hidden={args.hidden} heads={args.heads} seq={args.seq} batch={args.batch} "
+        f"vocab=100352 fp32 threads={args.threads}"
+    )
     print(f"ratio FLM / GPT-NeoX: {flm / neox:.2f}x")
 
 

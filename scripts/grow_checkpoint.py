@@ -11,6 +11,7 @@ The output directory is what `model.growth.init_from` takes; start the next stag
 `model.growth.grow_steps` > 0 to ramp the masks. Prints the plan, the input size and the peak
 anonymous memory of the growth.
 """
+
 import argparse
 import os
 import sys
@@ -86,11 +87,15 @@ def main() -> None:
             plan = grow_checkpoint(args.checkpoint, model_cfg, args.output, args.depth_mode, args.init_std, args.seed)
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
-    print(f"grew {args.checkpoint} -> {args.output}: hidden {plan.old_hidden}->{plan.new_hidden}, heads "
-          f"{plan.old_heads}->{plan.new_heads}, ffn {plan.old_ffn}->{plan.new_ffn}, layers "
-          f"{plan.old_layers}->{len(plan.source)} (new: {plan.new_layers})")
-    print(f"input checkpoint {size / 2**20:.1f} MiB; peak anonymous memory during growth "
-          f"{(mem.peak - base) / 2**20:.1f} MiB above the {base / 2**20:.1f} MiB before it")
+    print(
+        f"grew {args.checkpoint} -> {args.output}: hidden {plan.old_hidden}->{plan.new_hidden}, heads "
+        f"{plan.old_heads}->{plan.new_heads}, ffn {plan.old_ffn}->{plan.new_ffn}, layers "
+        f"{plan.old_layers}->{len(plan.source)} (new: {plan.new_layers})"
+    )
+    print(
+        f"input checkpoint {size / 2**20:.1f} MiB; peak anonymous memory during growth "
+        f"{(mem.peak - base) / 2**20:.1f} MiB above the {base / 2**20:.1f} MiB before it"
+    )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 .txt files: documents are separated by blank lines. .jsonl files: one document per line under
 --json-key. An EOD token (<|endoftext|>, 100256) ends every document.
 """
+
 import argparse
 import sys
 

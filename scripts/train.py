@@ -4,6 +4,7 @@ With no arguments it trains the tiny CPU model on the built-in bilingual corpus 
 .nemo and TensorBoard logs under nemo_experiments/flm_tiny/. Re-running resumes. A config with
 `stages` (e.g. --config-name flm_tiny_growth) runs a staged growth run, one stage after another.
 """
+
 from nemo.core.config import hydra_runner
 from omegaconf import DictConfig
 

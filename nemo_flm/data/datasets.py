@@ -4,6 +4,7 @@ Training reads a blend of languages (e.g. English:Chinese) with BlendedMegatronD
 GPTDataset; validation keeps one dataset per language so losses are reported per language. The
 same `split` applies to every prefix, so validation documents never appear in training.
 """
+
 from __future__ import annotations
 
 import os
@@ -50,12 +51,16 @@ def build_train_dataset(data_cfg: Any, prefixes: Dict[str, str], seq_length: int
     return builder.build()[0]
 
 
-def build_valid_datasets(data_cfg: Any, prefixes: Dict[str, str], seq_length: int, num_samples: int) -> Dict[str, Optional[Any]]:
+def build_valid_datasets(
+    data_cfg: Any, prefixes: Dict[str, str], seq_length: int, num_samples: int
+) -> Dict[str, Optional[Any]]:
     """Language -> its validation split (None where the split holds no document)."""
     out = {}
     for lang in sorted(prefixes):
         builder = BlendedMegatronDatasetBuilder(
-            GPTDataset, [None, num_samples, None], lambda: True,
+            GPTDataset,
+            [None, num_samples, None],
+            lambda: True,
             _config(data_cfg, seq_length, ([prefixes[lang]], None)),
         )
         out[lang] = builder.build()[1]

@@ -5,6 +5,7 @@ line, text under a configurable key), given as files, directories or globs. Each
 EOD token appended. Tokenization runs in worker processes; the output is written under a
 temporary name and renamed when complete, so an interrupted run never leaves a half dataset.
 """
+
 from __future__ import annotations
 
 import glob
@@ -52,7 +53,9 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
         else:
             matches = [p for p in glob.glob(item, recursive=True) if os.path.isfile(p)]
             if not matches:
-                raise DataError(f"input '{item}' matches no file: pass existing .txt/.jsonl files, directories or globs")
+                raise DataError(
+                    f"input '{item}' matches no file: pass existing .txt/.jsonl files, directories or globs"
+                )
             files += matches
     return sorted(set(files))
 
@@ -164,7 +167,9 @@ def write_indexed_dataset(
                 bar.update(len(encoded))
         builder.finalize(idx_tmp)
         if summary.documents == 0:
-            raise DataError(f"no documents found for '{prefix}' ({summary.line()}): check the input paths and --json-key")
+            raise DataError(
+                f"no documents found for '{prefix}' ({summary.line()}): check the input paths and --json-key"
+            )
     return summary
 
 

@@ -5,14 +5,21 @@ contiguous slice of each global batch. Every `iter()` starts at the live consume
 (read through a callable, because Lightning may re-create iterators when it resumes), so a resumed
 run continues exactly where the interrupted one stopped: no sample repeated, none skipped.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterator, List
 
 
 class PretrainingBatchSampler:
-    def __init__(self, total_samples: int, consumed_samples: Callable[[], int], global_batch_size: int,
-                 dp_rank: int, dp_size: int):
+    def __init__(
+        self,
+        total_samples: int,
+        consumed_samples: Callable[[], int],
+        global_batch_size: int,
+        dp_rank: int,
+        dp_size: int,
+    ):
         if global_batch_size % dp_size:
             raise ValueError(f"global batch {global_batch_size} is not divisible by data-parallel size {dp_size}")
         self.total_samples = total_samples

@@ -5,6 +5,7 @@ nothing is downloaded at run time. FLM's special ids differ from cl100k's (from 
 <|endoftext|> = 100256 (bos = eos = unk), [tsk] 100257, [pad] 100258, [cls] 100259, [sep] 100260.
 Provides what megatron.core.datasets needs: eod, pad, vocab_size, unique_identifiers.
 """
+
 from __future__ import annotations
 
 import functools
@@ -82,6 +83,7 @@ def check_vocab_covers_tokenizer(cfg: Any) -> None:
     if rows < TOKENIZER_IDS:
         raise ConfigError(
             f"the model's vocab has {rows} rows (vocab_size {cfg.vocab_size} padded to a multiple of "
-            f"make_vocab_size_divisible_by {cfg.make_vocab_size_divisible_by} x TP) but the FLM tokenizer writes ids up to "
-            f"{TOKENIZER_IDS - 1}: set vocab_size: 100256 and make_vocab_size_divisible_by: 128 (100352 rows, FLM's)"
+            f"make_vocab_size_divisible_by {cfg.make_vocab_size_divisible_by} x TP) but the FLM tokenizer "
+            f"writes ids up to {TOKENIZER_IDS - 1}: set vocab_size: 100256 and make_vocab_size_divisible_by: 128 "
+            "(100352 rows, FLM's)"
         )

@@ -7,6 +7,7 @@ consumed so far and the Adam step. It is written under a temporary name and rena
 readers copy one tensor at a time into this rank's tensor-parallel shard, so any TP size can
 start from it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,8 +44,13 @@ def write_grown_checkpoint(
         for moment, name, value in moment_items:
             writer.add(moment, name, value, dims.get(name))
             moments += 1
-        writer.write_index({"plan": dataclasses.asdict(plan), "consumed_samples": consumed_samples,
-                            "adam_step": float(step) if moments and step is not None else None})
+        writer.write_index(
+            {
+                "plan": dataclasses.asdict(plan),
+                "consumed_samples": consumed_samples,
+                "adam_step": float(step) if moments and step is not None else None,
+            }
+        )
 
 
 def read_grown_meta(path: str) -> Dict[str, Any]:

@@ -14,6 +14,7 @@ outside the model: `build_masked_model` hands `build_model` a block spec with th
 the model code knows nothing of growth. Masks are not parameters: when c reaches 1 every mask is
 1 and the same parameters fit the plain spec ("folding", growth/ramp.py).
 """
+
 from __future__ import annotations
 
 from typing import Any, Optional
@@ -137,17 +138,25 @@ def masked_block_spec(cfg: Any, masks: GrowthMasks) -> TransformerBlockSubmodule
     """The decoder block during an MSG ramp: masked leaves in the unfused local spec, one layer
     spec per layer so that new layers know they are new. Single pipeline stage."""
     if cfg.transformer_impl != "local" or cfg.parallel.pipeline_model_parallel_size != 1:
-        raise ConfigError("an MSG ramp runs on transformer_impl=local with pipeline size 1 (a masked LayerNorm "
-                          "cannot live inside a fused LayerNorm-linear): change the grown stage's layout")
+        raise ConfigError(
+            "an MSG ramp runs on transformer_impl=local with pipeline size 1 (a masked LayerNorm "
+            "cannot live inside a fused LayerNorm-linear): change the grown stage's layout"
+        )
 
     def leaf(module, **params) -> ModuleSpec:
         return ModuleSpec(module=module, params={"masks": masks, **params})
 
     core_attention = local_core_attention(cfg.attention_backend)
     layers = [
-        flm_layer(position_config(cfg), leaf(MaskedLayerNorm), leaf(MaskedQKV), core_attention,
-                  leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers), leaf(MaskedFC1),
-                  leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers))
+        flm_layer(
+            position_config(cfg),
+            leaf(MaskedLayerNorm),
+            leaf(MaskedQKV),
+            core_attention,
+            leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers),
+            leaf(MaskedFC1),
+            leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers),
+        )
         for i in range(len(masks.plan.source))
     ]
     return flm_block_spec(layers, final_norm=leaf(MaskedLayerNorm))

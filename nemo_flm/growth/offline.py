@@ -7,6 +7,7 @@ near a few of the largest tensors rather than twice the model. An input written 
 consolidated into the TP=1 layout on disk, one tensor at a time. The input is never modified; an
 existing output is refused before any work.
 """
+
 from __future__ import annotations
 
 import copy
@@ -47,8 +48,10 @@ def _skeleton(model_cfg: Any):
         parallel.initialize(cfg.parallel, cfg.seed)
     cfg.parallel.tensor_model_parallel_size = tp = parallel.tp_size()
     if cfg.num_attention_heads % tp or ffn_size(cfg) % tp:
-        raise ConfigError(f"a model with {cfg.num_attention_heads} heads and FFN {ffn_size(cfg)} does not split over "
-                          f"this job's tensor-parallel size {tp}: grow it in its own process (scripts/grow_checkpoint.py)")
+        raise ConfigError(
+            f"a model with {cfg.num_attention_heads} heads and FFN {ffn_size(cfg)} does not split over "
+            f"this job's tensor-parallel size {tp}: grow it in its own process (scripts/grow_checkpoint.py)"
+        )
     with torch.device("meta"):
         return build_model(cfg)
 
@@ -63,6 +66,7 @@ def _full_shape(param: torch.nn.Parameter) -> torch.Size:
 @dataclass
 class StageCheckpoint:
     """A checkpoint opened for growth: lazily read full tensors keyed by network parameter name."""
+
     model: Mapping[str, Tensor]
     moments: Dict[str, Mapping[str, Tensor]]  # {"exp_avg": ..., "exp_avg_sq": ...}, or empty
     adam_step: Optional[float]
@@ -76,7 +80,11 @@ def _open(src: str, workdir: str):
         with tarfile.open(src) as tar:
             members = [m for m in tar.getmembers() if m.name.lstrip("./").startswith((WEIGHTS, "model_config.yaml"))]
             tar.extractall(workdir, members=members, filter="data")
-        return ShardReader(os.path.join(workdir, WEIGHTS)), OmegaConf.load(os.path.join(workdir, "model_config.yaml")), {}
+        return (
+            ShardReader(os.path.join(workdir, WEIGHTS)),
+            OmegaConf.load(os.path.join(workdir, "model_config.yaml")),
+            {},
+        )
     state = read_trainer_state(src)
     return ShardReader(checkpoint_dir(src)), state["hyper_parameters"]["cfg"], state
 
@@ -96,12 +104,18 @@ def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
         reader = consolidate(reader, os.path.join(workdir, "tp1"), ["model", *moments])
     optimizer = (state.get("optimizer_states") or [{"state": {}}])[0]["state"]
     step = next((float(s["step"]) for s in optimizer.values() if "step" in s), None)
-    return StageCheckpoint(reader.group("model", PREFIX), {m: reader.group(m, PREFIX) for m in moments},
-                           step if moments else None, model_cfg, int(state.get("consumed_samples", 0)))
+    return StageCheckpoint(
+        reader.group("model", PREFIX),
+        {m: reader.group(m, PREFIX) for m in moments},
+        step if moments else None,
+        model_cfg,
+        int(state.get("consumed_samples", 0)),
+    )
 
 
-def grow_checkpoint(src: str, new_model_cfg: Any, out: str, depth_mode: str = "stack",
-                    init_std: Optional[float] = None, seed: int = 0) -> GrowthPlan:
+def grow_checkpoint(
+    src: str, new_model_cfg: Any, out: str, depth_mode: str = "stack", init_std: Optional[float] = None, seed: int = 0
+) -> GrowthPlan:
     """Grow checkpoint `src` to `new_model_cfg`, writing the grown checkpoint directory `out`."""
     if os.path.exists(out):
         raise FileExistsError(f"output '{out}' exists: choose another --output or delete it")
@@ -112,6 +126,13 @@ def grow_checkpoint(src: str, new_model_cfg: Any, out: str, depth_mode: str = "s
         std = init_std if init_std is not None else new_cfg.init_method_std
         fill = default_fill(std, torch.Generator().manual_seed(seed))
         moments = iter_grown_moments(ckpt.moments, plan) if ckpt.moments else iter(())
-        write_grown_checkpoint(out, iter_grown(ckpt.model, plan, fill), moments, plan, partition_dims(_skeleton(new_cfg)),
-                         step=ckpt.adam_step, consumed_samples=ckpt.consumed_samples)
+        write_grown_checkpoint(
+            out,
+            iter_grown(ckpt.model, plan, fill),
+            moments,
+            plan,
+            partition_dims(_skeleton(new_cfg)),
+            step=ckpt.adam_step,
+            consumed_samples=ckpt.consumed_samples,
+        )
     return plan

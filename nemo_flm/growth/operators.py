@@ -8,6 +8,7 @@ code's rule). With masks at
 c = 0 the grown model computes the old function whatever the new entries hold (growth/masks.py).
 The same operator with zero fill grows Adam moments (the MSG optimizer rule).
 """
+
 from __future__ import annotations
 
 import re

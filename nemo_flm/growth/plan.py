@@ -3,6 +3,7 @@
 A `GrowthPlan` is derived from two model configs (a stage change grows whatever differs) and a
 depth mode. It is plain data, shared by the state-dict operators and the masked modules.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -79,10 +80,19 @@ def make_plan(old: Any, new: Any, depth_mode: str = "stack") -> GrowthPlan:
             raise ConfigError(f"{key} differs ({old[key]} -> {new[key]}): growth keeps it; use the checkpoint's value")
     output_rescale = logit_scale(old) / logit_scale(new)
     if output_rescale != 1.0 and new.tie_word_embeddings:
-        raise ConfigError("the logit multiplier changes but embeddings are tied: the output layer cannot be rescaled alone")
+        raise ConfigError(
+            "the logit multiplier changes but embeddings are tied: the output layer cannot be rescaled alone"
+        )
     source, added = _layer_sources(old.num_layers, new.num_layers, depth_mode)
     return GrowthPlan(
-        old_hidden=old.hidden_size, new_hidden=new.hidden_size, old_ffn=ffn_size(old), new_ffn=ffn_size(new),
-        old_heads=old.num_attention_heads, new_heads=new.num_attention_heads, head_dim=dim,
-        source=source, new_layers=added, output_rescale=output_rescale,
+        old_hidden=old.hidden_size,
+        new_hidden=new.hidden_size,
+        old_ffn=ffn_size(old),
+        new_ffn=ffn_size(new),
+        old_heads=old.num_attention_heads,
+        new_heads=new.num_attention_heads,
+        head_dim=dim,
+        source=source,
+        new_layers=added,
+        output_rescale=output_rescale,
     )

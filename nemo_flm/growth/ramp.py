@@ -8,6 +8,7 @@ the very same parameters move into a plain-spec model built on the meta device, 
 the stage, the .nemo, exports and inference carry no mask code. No copy is made and the
 optimizer keeps its parameters and state. The LightningModule holds the network in `.model`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,11 @@ def start_from_grown(cfg: Any, path: str) -> Tuple[torch.nn.Module, Optional[Gro
         masks = GrowthMasks(meta["plan"], c=0.0)
         model = build_masked_model(cfg, masks)
     else:  # config validation allows this only with growth.no_ramp
-        log.warning("growth.no_ramp: starting from '%s' without the MSG mask ramp; the new entries act at once, "
-                    "so the model does not compute the previous stage's function", path)
+        log.warning(
+            "growth.no_ramp: starting from '%s' without the MSG mask ramp; the new entries act at once, "
+            "so the model does not compute the previous stage's function",
+            path,
+        )
         masks, model = None, build_model(cfg)
     copy_weights(model, path)
     return model, masks, int(meta["consumed_samples"])
@@ -55,7 +59,9 @@ class MaskRamp(pl.Callback):
         self.masks: Optional[GrowthMasks] = masks
         self.grow_steps = grow_steps
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if self.masks is None:
             return
         self.masks.c = min(1.0, trainer.global_step / self.grow_steps)

@@ -11,6 +11,7 @@ before its first step (`val_loss_after_growth`, run by training/run.py); these a
 rounding when growth preserved the function, and are null when the stage did not validate at its
 final step (make trainer.val_check_interval divide max_steps).
 """
+
 from __future__ import annotations
 
 import glob
@@ -58,11 +59,17 @@ def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
             out["loss"].append(loss)
         end = points[-1][0] if points else start
         flops += (end - start) * per_sample
-        out["stages"].append({"stage": stage, "first_loss": points[0][1] if points else None,
-                              "last_loss": points[-1][1] if points else None,
-                              "end_tokens": end * cfg.seq_length, "end_flops": flops,
-                              "final_val_loss": _final_val_loss(tags["train_loss"], tags["val_loss"]),
-                              "val_loss_after_growth": next((v for _, v in tags["val_loss_after_growth"]), None)})
+        out["stages"].append(
+            {
+                "stage": stage,
+                "first_loss": points[0][1] if points else None,
+                "last_loss": points[-1][1] if points else None,
+                "end_tokens": end * cfg.seq_length,
+                "end_flops": flops,
+                "final_val_loss": _final_val_loss(tags["train_loss"], tags["val_loss"]),
+                "val_loss_after_growth": next((v for _, v in tags["val_loss_after_growth"]), None),
+            }
+        )
     return out
 
 
@@ -80,8 +87,14 @@ def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> 
 
     data = curve(stage_dirs, [load_model_config({**c, "growth": {}}) for c in model_cfgs])
     data["growths"] = [
-        {"at_tokens": a["end_tokens"], "at_flops": a["end_flops"], "loss_before": a["last_loss"],
-         "loss_after": b["first_loss"], "val_loss_before": a["final_val_loss"], "val_loss_after": b["val_loss_after_growth"]}
+        {
+            "at_tokens": a["end_tokens"],
+            "at_flops": a["end_flops"],
+            "loss_before": a["last_loss"],
+            "loss_after": b["first_loss"],
+            "val_loss_before": a["final_val_loss"],
+            "val_loss_after": b["val_loss_after_growth"],
+        }
         for a, b in zip(data["stages"], data["stages"][1:])
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))

@@ -8,9 +8,11 @@ state). Re-running the command skips finished stages, reuses a grown checkpoint 
 and resumes a stage from its last checkpoint, mid-ramp included (the mask value is a function of
 the stage's step).
 """
+
 from __future__ import annotations
 
 import copy
+import functools
 import glob
 import os
 from typing import Any, List, Optional
@@ -57,7 +59,9 @@ def final_checkpoint(job: DictConfig) -> str:
     """The stage's last Lightning checkpoint, which must be at its max_steps."""
     paths = glob.glob(os.path.join(stage_dir(job), "checkpoints", "*-last"))
     if not paths:
-        raise FileNotFoundError(f"stage '{job.exp_manager.name}' has no '*-last' checkpoint in {stage_dir(job)}/checkpoints")
+        raise FileNotFoundError(
+            f"stage '{job.exp_manager.name}' has no '*-last' checkpoint in {stage_dir(job)}/checkpoints"
+        )
     path = max(paths, key=os.path.getmtime)
     step = read_trainer_state(path)["global_step"]
     if step != job.trainer.max_steps:
@@ -73,8 +77,14 @@ def grow_stage(cfg: DictConfig, index: int) -> str:
     prev, job = stage_job(cfg, index - 1), stage_job(cfg, index)
     target = job.model.growth.init_from
     if not os.path.exists(target):
-        grow_checkpoint(final_checkpoint(prev), job.model, target, cfg.growth.depth_mode, cfg.growth.init_std,
-                        seed=cfg.growth.seed + index)
+        grow_checkpoint(
+            final_checkpoint(prev),
+            job.model,
+            target,
+            cfg.growth.depth_mode,
+            cfg.growth.init_std,
+            seed=cfg.growth.seed + index,
+        )
     return target
 
 
@@ -92,8 +102,10 @@ def validate_stages(cfg: DictConfig) -> None:
             ramp = job.model.growth
             validate_ramp(ramp, starts_grown=True)
             if ramp.grow_steps > job.trainer.max_steps:
-                raise ConfigError(f"model.growth.grow_steps {ramp.grow_steps} exceeds stage '{job.exp_manager.name}' "
-                                  f"max_steps {job.trainer.max_steps}: the ramp must end inside the stage")
+                raise ConfigError(
+                    f"model.growth.grow_steps {ramp.grow_steps} exceeds stage '{job.exp_manager.name}' "
+                    f"max_steps {job.trainer.max_steps}: the ramp must end inside the stage"
+                )
 
 
 def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
@@ -107,7 +119,7 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
             if index > 0:  # rank 0 writes the grown checkpoint; the others find it done
                 # the process group rank_zero_first waits in (not yet up when a re-run skips stage 1)
                 parallel.initialize(load_model_config({**job.model, "growth": {}}).parallel, job.model.seed)
-                parallel.rank_zero_first(lambda: grow_stage(cfg, index))
+                parallel.rank_zero_first(functools.partial(grow_stage, cfg, index))
             _, trainer, _ = train_fn(job, callbacks=callbacks)
             if trainer.global_step < job.trainer.max_steps:
                 return None

@@ -7,6 +7,7 @@ both exist and no cache write has happened yet: `_adjust_key_value_for_inference
 calls on every forward (it returns at once when there is no inference context). Positions are the
 cache offset plus 0..s-1, so cached decoding and a full forward see the same transforms.
 """
+
 from __future__ import annotations
 
 import torch

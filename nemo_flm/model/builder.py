@@ -1,4 +1,5 @@
 """Config -> megatron TransformerConfig -> FLMGPTModel, built from the FLM layer spec."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -74,8 +75,9 @@ def block_spec(cfg: Any) -> TransformerBlockSubmodules:
     return flm_block_spec([layer] * get_num_layers_to_build(transformer_config(cfg)))
 
 
-def build_model(cfg: Any, pre_process: bool = True, post_process: bool = True,
-                block: Optional[TransformerBlockSubmodules] = None) -> FLMGPTModel:
+def build_model(
+    cfg: Any, pre_process: bool = True, post_process: bool = True, block: Optional[TransformerBlockSubmodules] = None
+) -> FLMGPTModel:
     """Build this rank's FLMGPTModel; megatron parallel_state must be initialised first.
 
     `block` replaces the FLM block spec: features that swap leaves (growth/masks.py) pass their own."""

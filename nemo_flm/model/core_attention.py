@@ -4,6 +4,7 @@ megatron-core's local DotProductAttention needs a global CUDA buffer, so the loc
 these instead. Both take q/k already carrying xPos (FLMSelfAttention applies it), and follow
 megatron's core-attention contract: q [sq, b, heads, d], k/v [sk, b, groups, d] -> [sq, b, heads*d].
 """
+
 from __future__ import annotations
 
 import math
@@ -69,8 +70,14 @@ class SDPAttention(_CoreAttention):
             # queries are the last sq of sk positions: bottom-right aligned causal mask
             mask = torch.ones(sq, sk, dtype=torch.bool, device=q.device).tril(diagonal=sk - sq)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self._dropout(), is_causal=is_causal,
-            scale=self.softmax_scale, enable_gqa=k.shape[1] != heads,
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            dropout_p=self._dropout(),
+            is_causal=is_causal,
+            scale=self.softmax_scale,
+            enable_gqa=k.shape[1] != heads,
         )
         return out.permute(2, 0, 1, 3).reshape(sq, b, heads * d)  # [sq, b, h*d]
 
@@ -78,8 +85,9 @@ class SDPAttention(_CoreAttention):
 class FlashAttention(_CoreAttention):
     """flash_attn_func on q/k that already carry xPos; GPU only (see nemo_flm.compat)."""
 
-    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
-                packed_seq_params=None) -> Tensor:
+    def forward(
+        self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None, packed_seq_params=None
+    ) -> Tensor:
         from flash_attn import flash_attn_func
 
         if attention_mask is not None or packed_seq_params is not None:
@@ -89,7 +97,11 @@ class FlashAttention(_CoreAttention):
         # [s, b, h, d] -> [b, s, h, d]; flash-attn's causal mask is bottom-right aligned
         q, k, v = (t.transpose(0, 1) for t in (query, key, value))
         out = flash_attn_func(
-            q, k, v, dropout_p=self._dropout(), softmax_scale=self.softmax_scale,
+            q,
+            k,
+            v,
+            dropout_p=self._dropout(),
+            softmax_scale=self.softmax_scale,
             causal=mask_type == AttnMaskType.causal,
         )
         return out.transpose(0, 1).reshape(sq, b, heads * d)

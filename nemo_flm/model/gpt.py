@@ -6,6 +6,7 @@ hooks: the embedding output is computed here and handed in as `decoder_input`, a
 hidden states are scaled on their way into the (bias-free, linear) output layer, which scales the
 logits exactly while megatron keeps computing logits and loss in its own [s, b, v] layout.
 """
+
 from __future__ import annotations
 
 from typing import Optional

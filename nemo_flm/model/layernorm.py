@@ -5,6 +5,7 @@ refuses sequence parallelism; here the parameters are tagged `sequence_parallel`
 gradients are summed over the TP group when the activations are sharded along the sequence.
 It is also the leaf that model growth swaps for a masked LayerNorm.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,4 +15,4 @@ class FLMLayerNorm(torch.nn.LayerNorm):
     def __init__(self, config, hidden_size: int, eps: float = 1e-5, **_unused):
         super().__init__(hidden_size, eps=eps, dtype=config.params_dtype)
         for param in self.parameters():
-            setattr(param, "sequence_parallel", config.sequence_parallel)
+            param.sequence_parallel = config.sequence_parallel

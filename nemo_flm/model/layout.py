@@ -9,6 +9,7 @@ later) reads the axes here rather than restating them.
 Axes: `vocab`, `hidden`, `ffn` are plain dims; `qkv` is [heads, 3, head_dim] and `heads` is
 [heads, head_dim] (the attention projection's input).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ megatron tags every tensor-parallel parameter with `tensor_model_parallel` and `
 its shards are contiguous chunks of the full tensor (the fused qkv is laid out per head group, so a
 chunk holds whole heads). Reading those tags keeps the checkpoint code free of per-layer tables.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional

@@ -5,19 +5,20 @@ Backends enter by swapping named leaves, never by forking megatron-core:
 - transformer_engine: TE layernorm-linear / linear and TE attention (GPU only, see compat.py).
 The self-attention module is FLMSelfAttention in both, so xPos is applied before any KV cache.
 """
+
 from __future__ import annotations
 
 from typing import List
 
 from megatron.core.fusions.fused_bias_dropout import get_bias_dropout_add
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
+from megatron.core.transformer.attention import SelfAttentionSubmodules
 from megatron.core.transformer.enums import AttnMaskType
 from megatron.core.transformer.identity_op import IdentityOp
 from megatron.core.transformer.mlp import MLP, MLPSubmodules
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
 from megatron.core.transformer.transformer_layer import TransformerLayer, TransformerLayerSubmodules
-from megatron.core.transformer.attention import SelfAttentionSubmodules
 
 from nemo_flm.model.attention import FLMSelfAttention
 from nemo_flm.model.core_attention import FlashAttention, SDPAttention
@@ -57,8 +58,15 @@ def local_core_attention(attention_backend: str) -> type:
 
 
 def _local_layer(positions: PositionConfig, attention_backend: str) -> ModuleSpec:
-    return flm_layer(positions, FLMLayerNorm, ColumnParallelLinear, local_core_attention(attention_backend),
-                     RowParallelLinear, ColumnParallelLinear, RowParallelLinear)
+    return flm_layer(
+        positions,
+        FLMLayerNorm,
+        ColumnParallelLinear,
+        local_core_attention(attention_backend),
+        RowParallelLinear,
+        ColumnParallelLinear,
+        RowParallelLinear,
+    )
 
 
 def _te_layer(positions: PositionConfig) -> ModuleSpec:
@@ -69,12 +77,20 @@ def _te_layer(positions: PositionConfig) -> ModuleSpec:
         TERowParallelLinear,
     )
 
-    return flm_layer(positions, IdentityOp, TELayerNormColumnParallelLinear, TEDotProductAttention,
-                     TERowParallelLinear, TELayerNormColumnParallelLinear, TERowParallelLinear)
+    return flm_layer(
+        positions,
+        IdentityOp,
+        TELayerNormColumnParallelLinear,
+        TEDotProductAttention,
+        TERowParallelLinear,
+        TELayerNormColumnParallelLinear,
+        TERowParallelLinear,
+    )
 
 
-def flm_layer_spec(positions: PositionConfig, transformer_impl: str = "local",
-                   attention_backend: str = "sdpa") -> ModuleSpec:
+def flm_layer_spec(
+    positions: PositionConfig, transformer_impl: str = "local", attention_backend: str = "sdpa"
+) -> ModuleSpec:
     """The spec of one FLM decoder layer for the chosen backend."""
     if transformer_impl == "transformer_engine":
         return _te_layer(positions)
@@ -84,4 +100,3 @@ def flm_layer_spec(positions: PositionConfig, transformer_impl: str = "local",
 def flm_block_spec(layers: List[ModuleSpec], final_norm=FLMLayerNorm) -> TransformerBlockSubmodules:
     """The decoder block: one spec per layer of this pipeline stage, then FLM's final LayerNorm."""
     return TransformerBlockSubmodules(layer_specs=layers, layer_norm=final_norm)
-

@@ -12,6 +12,7 @@ so that keys can be transformed once, before they enter a KV cache, and never re
 Angles and scales are computed in float64 (tiny [s, d/2] tensors) so long positions keep their
 precision, the transform runs in fp32, and the result is cast back to the input dtype.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -5,6 +5,7 @@ training/step.py, data comes from data/datasets.py and process groups from paral
 Optimization is manual (one optimizer step per Lightning step, micro-batches inside), so the same
 step function runs on CPU and GPU and gradient clipping is TP-correct.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,8 +29,8 @@ from nemo_flm.growth.ramp import MaskRamp, start_from_grown
 from nemo_flm.model.builder import build_model
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.optim import build_optimizer, build_scheduler
-from nemo_flm.training.throughput import FLMThroughputMonitor
 from nemo_flm.training.step import eval_sums, train_step
+from nemo_flm.training.throughput import FLMThroughputMonitor
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 
@@ -77,8 +78,13 @@ class FLMModel(ModelPT):
         return [monitor] + ([self._ramp] if self._ramp is not None else [])
 
     # ----------------------------------------------------------------- forward
-    def forward(self, tokens: torch.Tensor, position_ids: Optional[torch.Tensor] = None,
-                labels: Optional[torch.Tensor] = None, inference_context=None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        position_ids: Optional[torch.Tensor] = None,
+        labels: Optional[torch.Tensor] = None,
+        inference_context=None,
+    ) -> torch.Tensor:
         """Logits [b, s, vocab] (vocab-sharded under TP), or per-token losses with labels."""
         if position_ids is None:
             position_ids = torch.arange(tokens.shape[1], device=tokens.device)[None].expand_as(tokens)
@@ -104,7 +110,9 @@ class FLMModel(ModelPT):
         gbs = self.cfg.global_batch_size
         total = self._sample_offset + self.trainer.max_steps * gbs
         dataset = build_train_dataset(self.cfg.data, self._prefixes(), self.cfg.seq_length, total)
-        sampler = PretrainingBatchSampler(total, lambda: self.consumed_samples, gbs, parallel.dp_rank(), parallel.dp_size())
+        sampler = PretrainingBatchSampler(
+            total, lambda: self.consumed_samples, gbs, parallel.dp_rank(), parallel.dp_size()
+        )
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> List[DataLoader]:
@@ -116,10 +124,15 @@ class FLMModel(ModelPT):
         self._valid_langs = list(counts)
         for lang, count in counts.items():
             if count < parallel.dp_size():
-                raise ConfigError(f"'{lang}' validation has {count} samples for {parallel.dp_size()} data-parallel "
-                                  "ranks: raise data.eval_samples (every rank needs one)")
+                raise ConfigError(
+                    f"'{lang}' validation has {count} samples for {parallel.dp_size()} data-parallel "
+                    "ranks: raise data.eval_samples (every rank needs one)"
+                )
         return [
-            self._loader(datasets[lang], EvalBatchSampler(count, self.cfg.micro_batch_size, parallel.dp_rank(), parallel.dp_size()))
+            self._loader(
+                datasets[lang],
+                EvalBatchSampler(count, self.cfg.micro_batch_size, parallel.dp_rank(), parallel.dp_size()),
+            )
             for lang, count in counts.items()
         ]
 
@@ -137,8 +150,12 @@ class FLMModel(ModelPT):
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         self.consumed_samples += self.cfg.global_batch_size
-        metrics = {"train_loss": stats.loss, "lr": lr, "grad_norm": stats.grad_norm,
-                   "consumed_samples": float(self.consumed_samples)}
+        metrics = {
+            "train_loss": stats.loss,
+            "lr": lr,
+            "grad_norm": stats.grad_norm,
+            "consumed_samples": float(self.consumed_samples),
+        }
         self.log_dict(metrics, prog_bar=False, batch_size=1)
         self.log("loss", stats.loss, prog_bar=True, logger=False, batch_size=1)
         return torch.tensor(stats.loss)

@@ -8,6 +8,7 @@ Forward FLOPs per token of an L-layer model with hidden h, attention width a = h
 Training is 3x forward (backward = 2x). With a = h and f = 4h this is Megatron's
 72 L h^2 (1 + s/(6h) + V/(12 L h)) per token.
 """
+
 from __future__ import annotations
 
 from typing import Any

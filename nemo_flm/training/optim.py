@@ -5,6 +5,7 @@ LayerNorm parameters. megatron-core's grad-norm helper is CUDA-only, so the norm
 here: tensor-parallel shards count on every rank, replicated parameters on TP rank 0 only, and the
 squares are summed over the model-parallel group, so the norm equals the TP=1 norm.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,15 +43,19 @@ def optimizer_param_names(model: torch.nn.Module, prefix: str = "") -> List[str]
 
 def state_by_name(state: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
     """An optimizer state dict keyed by parameter name: valid across TP sizes and growth."""
-    return {"state": {names[i]: s for i, s in state["state"].items()},
-            "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]}
+    return {
+        "state": {names[i]: s for i, s in state["state"].items()},
+        "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]],
+    }
 
 
 def state_by_index(state: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
     """The inverse of state_by_name, for optimizer.load_state_dict."""
     index = {name: i for i, name in enumerate(names)}
-    return {"state": {index[n]: s for n, s in state["state"].items()},
-            "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]]}
+    return {
+        "state": {index[n]: s for n, s in state["state"].items()},
+        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]],
+    }
 
 
 def schedule_steps(optim: Any, global_batch_size: int) -> Dict[str, int]:

@@ -2,6 +2,7 @@
 
 scripts/train.py calls this after Hydra composed the config; tests call it directly.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable, Tuple

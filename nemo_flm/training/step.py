@@ -4,6 +4,7 @@ The same functions serve the CPU loop and the GPU path (pipeline size 1). The lo
 mean over every loss-masked token of the global batch, so gradient accumulation and data
 parallelism give the same update as one big batch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -6,6 +6,7 @@ data-parallel group by nemo_flm.parallel.reduce_grads in the training step inste
 NeMo 1.x's NLPDDPStrategy played). Checkpoints are written by every tensor-parallel rank of
 data-parallel rank 0, each its own shards (checkpoint/lightning_io.py), not by global rank 0 alone.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional

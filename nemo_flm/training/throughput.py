@@ -6,6 +6,7 @@ The module reports its FLOPs per batch (training/flops.py, per device); Lightnin
 peak table lacks the GPUs FLM trained on (A800) and recent ones (H200, H800): they are added here,
 dense (no sparsity) values from NVIDIA's datasheets.
 """
+
 from __future__ import annotations
 
 from typing import Any, Dict, Optional
@@ -41,8 +42,9 @@ class FLMThroughputMonitor(ThroughputMonitor):
 
     def __init__(self, global_batch_size: int, seq_length: int, world_size: int, window_size: int = 20):
         share = global_batch_size / world_size
-        super().__init__(batch_size_fn=lambda batch: share, length_fn=lambda batch: share * seq_length,
-                         window_size=window_size)
+        super().__init__(
+            batch_size_fn=lambda batch: share, length_fn=lambda batch: share * seq_length, window_size=window_size
+        )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)

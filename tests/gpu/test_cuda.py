@@ -1,6 +1,7 @@
 """Checks that need a CUDA GPU (run by scripts/gpu_check.sh; skipped with a reason elsewhere):
 the model built on the GPU (megatron initialises it there) computes what the same weights compute
 on the CPU, trains, and the masked LayerNorm keeps fp32 statistics in bf16 there too."""
+
 import pytest
 import torch
 
@@ -30,8 +31,12 @@ def test_train_step_on_the_gpu_lowers_the_loss(single_process):
     model = build_model(cfg)
     optimizer = build_optimizer(model, cfg.optim)
     tokens = torch.randint(0, cfg.vocab_size, (4, cfg.seq_length + 1), device="cuda")
-    batch = {"tokens": tokens[:, :-1], "labels": tokens[:, 1:], "loss_mask": torch.ones_like(tokens[:, 1:]),
-             "position_ids": torch.arange(cfg.seq_length, device="cuda")[None].expand(4, -1)}
+    batch = {
+        "tokens": tokens[:, :-1],
+        "labels": tokens[:, 1:],
+        "loss_mask": torch.ones_like(tokens[:, 1:]),
+        "position_ids": torch.arange(cfg.seq_length, device="cuda")[None].expand(4, -1),
+    }
     losses = [train_step(model, batch, cfg.micro_batch_size, optimizer, cfg.optim.clip_grad).loss for _ in range(5)]
     assert losses[-1] < losses[0] - 0.5, losses
 

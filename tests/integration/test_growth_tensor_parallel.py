@@ -1,5 +1,6 @@
 """Growth with a TP change: a grown checkpoint written in the full (TP=1) layout and read by two
 gloo ranks (TP=2) with masks at c = 0 reproduces the old TP=1 model's logits (float64)."""
+
 import torch
 
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint

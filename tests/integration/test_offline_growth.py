@@ -1,5 +1,6 @@
 """Offline growth: the same tensors as in-process growth, refusals that touch nothing, and peak
 anonymous memory bounded by a few of the largest tensors (not twice the model)."""
+
 import hashlib
 import os
 import re
@@ -18,8 +19,7 @@ from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.operators import default_fill, grow_state_dict
 from nemo_flm.growth.plan import make_plan
-from tests.helpers import tiny_cfg
-from tests.helpers import trained_model
+from tests.helpers import tiny_cfg, trained_model
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "grow_checkpoint.py")
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
@@ -29,9 +29,13 @@ NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=
 def lightning_checkpoint(path, cfg, steps=2):
     """A checkpoint written the way FLMModel's Lightning runs write it (`x.ckpt` -> directory `x`)."""
     model, opt = trained_model(cfg, steps)
-    ckpt = {"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-            "optimizer_states": [opt.state_dict()], "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
-            "consumed_samples": 24, "global_step": steps}
+    ckpt = {
+        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
+        "optimizer_states": [opt.state_dict()],
+        "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
+        "consumed_samples": 24,
+        "global_step": steps,
+    }
     key_optimizer_state_by_name(ckpt, model)
     FLMCheckpointIO().save_checkpoint(ckpt, str(path))
     return model
@@ -50,7 +54,11 @@ def test_offline_equals_in_process(single_process, tmp_path):
     model = lightning_checkpoint(tmp_path / "s1.ckpt", old_cfg)
     before = _digest(tmp_path / "s1.ckpt")
     grow_checkpoint(str(tmp_path / "s1.ckpt"), new_cfg, str(tmp_path / "g"), seed=7)
-    expected = grow_state_dict(model.state_dict(), make_plan(old_cfg, new_cfg), default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(7)))
+    expected = grow_state_dict(
+        model.state_dict(),
+        make_plan(old_cfg, new_cfg),
+        default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(7)),
+    )
     index = read_grown_meta(str(tmp_path / "g"))
     assert index["consumed_samples"] == 24 and index["adam_step"] == 2.0
     reader = ShardReader(str(tmp_path / "g"))
@@ -93,10 +101,25 @@ def test_peak_memory_of_the_script_stays_near_the_largest_tensor(single_process,
     old = dict(num_layers=2, hidden_size=256, num_attention_heads=2, ffn_hidden_size=1024, vocab_size=100256)
     lightning_checkpoint(tmp_path / "big.ckpt", tiny_cfg(**old), steps=1)
     out = subprocess.run(
-        [sys.executable, SCRIPT, "--checkpoint", str(tmp_path / "big.ckpt"), "--config-name", "flm_tiny",
-         "--output", str(tmp_path / "grown"), "model.hidden_size=512", "model.num_attention_heads=4",
-         "model.ffn_hidden_size=2048", "model.num_layers=2", "model.seq_length=32"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            SCRIPT,
+            "--checkpoint",
+            str(tmp_path / "big.ckpt"),
+            "--config-name",
+            "flm_tiny",
+            "--output",
+            str(tmp_path / "grown"),
+            "model.hidden_size=512",
+            "model.num_attention_heads=4",
+            "model.ffn_hidden_size=2048",
+            "model.num_layers=2",
+            "model.seq_length=32",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert out.returncode == 0, out.stderr[-2000:]
     peak = float(re.search(r"peak anonymous memory during growth ([\d.]+) MiB", out.stdout).group(1))
@@ -104,4 +127,7 @@ def test_peak_memory_of_the_script_stays_near_the_largest_tensor(single_process,
     grown_total = sum(f.stat().st_size for f in (tmp_path / "grown").rglob("*.safetensors")) / 2**20
     assert grown_total > 1200
     assert peak < 3 * largest, (peak, largest)
-    print(f"peak anonymous memory {peak:.0f} MiB, largest tensor {largest:.0f} MiB, grown checkpoint {grown_total:.0f} MiB")
+    print(
+        f"peak anonymous memory {peak:.0f} MiB, largest tensor {largest:.0f} MiB, "
+        f"grown checkpoint {grown_total:.0f} MiB"
+    )

@@ -3,6 +3,7 @@ data parallelism (DP=2) and tensor parallelism (TP=2) follow the single-process 
 a TP=2 run's sharded checkpoint resumes at TP=1 on the same trajectory; its .nemo (written by both
 TP ranks) restores at TP=1 with exactly the checkpoint's weights; a staged growth run DP=2 -> TP=2 is
 exact end to end, also when re-run between its stages."""
+
 import json
 import os
 import shutil
@@ -17,9 +18,14 @@ from tests.helpers import free_port
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "train.py")
 ARGS = [
-    "trainer.accelerator=cpu", "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
+    "trainer.accelerator=cpu",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
     "exp_manager.checkpoint_callback_params.every_n_train_steps=2",
-    "model.num_layers=2", "model.hidden_size=64", "model.num_attention_heads=2", "model.seq_length=64",
+    "model.num_layers=2",
+    "model.hidden_size=64",
+    "model.num_attention_heads=2",
+    "model.seq_length=64",
     "model.data.eval_samples=8",
 ]
 TAGS = ("train_loss", "val_loss", "grad_norm")
@@ -31,7 +37,14 @@ def _run(cwd: Path, *args: str, nproc: int = 1, config: str = "flm_tiny") -> Non
     if nproc > 1:
         launch += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port", str(free_port())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([*launch, SCRIPT, "--config-name", config, *ARGS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [*launch, SCRIPT, "--config-name", config, *ARGS, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
 
 
@@ -68,15 +81,26 @@ def _grown_from_tp2_equals_in_process_growth(last, out: Path) -> None:
     from nemo_flm.growth.plan import make_plan
 
     grown = {"hidden_size": 128, "num_attention_heads": 4, "num_layers": 3, "ffn_hidden_size": 768}
-    cmd = [sys.executable, str(Path(SCRIPT).parent / "grow_checkpoint.py"), "--checkpoint", last.root,
-           "--config-name", "flm_tiny", "--output", str(out), "model.seq_length=64",
-           *[f"model.{k}={v}" for k, v in grown.items()]]
+    cmd = [
+        sys.executable,
+        str(Path(SCRIPT).parent / "grow_checkpoint.py"),
+        "--checkpoint",
+        last.root,
+        "--config-name",
+        "flm_tiny",
+        "--output",
+        str(out),
+        "model.seq_length=64",
+        *[f"model.{k}={v}" for k, v in grown.items()],
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
     old = {n.removeprefix("model."): last.read("model", n) for n in last.names("model")}
     cfg = read_trainer_state(last.root)["hyper_parameters"]["cfg"]
     old_cfg, new_cfg = load_model_config(cfg), load_model_config({**cfg, **grown})
-    expected = grow_state_dict(old, make_plan(old_cfg, new_cfg), default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(0)))
+    expected = grow_state_dict(
+        old, make_plan(old_cfg, new_cfg), default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(0))
+    )
     result = ShardReader(str(out))
     assert set(result.names("model")) == set(expected) and result.names("exp_avg")
     for name in expected:
@@ -102,12 +126,14 @@ def test_tp2_trains_saves_sharded_and_resumes_at_tp1(single, tmp_path):
     last = ShardReader(checkpoint_dir(next(ckpt_dir.glob("*-last"))))
     assert last.tp_size == 2 and (Path(last.root) / "model" / "model.output_layer.weight.tp1.safetensors").exists()
 
-    code = ("import torch\nfrom nemo_flm.training.flm_model import FLMModel\n"
-            f"path = {str(ckpt_dir / 'flm_tiny.nemo')!r}\n"
-            "cfg = FLMModel.restore_from(path, return_config=True)\n"
-            "cfg.parallel.tensor_model_parallel_size = 1\n"
-            "m = FLMModel.restore_from(path, override_config_path=cfg, map_location='cpu')\n"
-            f"torch.save(m.state_dict(), {str(tmp_path / 'nemo_state.pt')!r})\n")
+    code = (
+        "import torch\nfrom nemo_flm.training.flm_model import FLMModel\n"
+        f"path = {str(ckpt_dir / 'flm_tiny.nemo')!r}\n"
+        "cfg = FLMModel.restore_from(path, return_config=True)\n"
+        "cfg.parallel.tensor_model_parallel_size = 1\n"
+        "m = FLMModel.restore_from(path, override_config_path=cfg, map_location='cpu')\n"
+        f"torch.save(m.state_dict(), {str(tmp_path / 'nemo_state.pt')!r})\n"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "2"})
     restored = torch.load(tmp_path / "nemo_state.pt")
     for name in last.names("model"):  # the .nemo holds the step-4 weights, assembled from both ranks
@@ -118,9 +144,11 @@ def test_tp2_trains_saves_sharded_and_resumes_at_tp1(single, tmp_path):
     _assert_same(tp2, single, complete=True)
 
 
-STAGES = ("stages=[{name: s1, max_steps: 4, model: {num_layers: 2, hidden_size: 64, num_attention_heads: 2,"
-          " parallel: {tensor_model_parallel_size: 1}}}, {name: s2, max_steps: 4, model: {num_layers: 3,"
-          " hidden_size: 128, num_attention_heads: 4, parallel: {tensor_model_parallel_size: 2}}}]")
+STAGES = (
+    "stages=[{name: s1, max_steps: 4, model: {num_layers: 2, hidden_size: 64, num_attention_heads: 2,"
+    " parallel: {tensor_model_parallel_size: 1}}}, {name: s2, max_steps: 4, model: {num_layers: 3,"
+    " hidden_size: 128, num_attention_heads: 4, parallel: {tensor_model_parallel_size: 2}}}]"
+)
 
 
 def test_staged_growth_dp2_to_tp2_is_exact_and_resumes_between_stages(tmp_path):

@@ -1,16 +1,15 @@
 """Staged growth from one command: stages run in order, each from the previous stage's grown
 checkpoint; a run killed mid-ramp and resumed follows the uninterrupted loss trajectory."""
+
 import json
 from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
 from hydra import compose, initialize_config_dir
-
 from safetensors.torch import load_file
 
 from nemo_flm.config import register_schema
-
 from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.ramp import MaskRamp
 from nemo_flm.growth.staged import run_stages
@@ -18,11 +17,17 @@ from nemo_flm.training.run import train
 
 CONF = str(Path(__file__).parents[2] / "conf")
 ARGS = [
-    "stages.0.max_steps=4", "stages.1.max_steps=6", "stages.2.max_steps=4", "model.growth.grow_steps=4",
-    "trainer.val_check_interval=2", "trainer.log_every_n_steps=1",
+    "stages.0.max_steps=4",
+    "stages.1.max_steps=6",
+    "stages.2.max_steps=4",
+    "model.growth.grow_steps=4",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
     "exp_manager.checkpoint_callback_params.every_n_train_steps=2",
-    "model.seq_length=32", "model.data.eval_samples=4",
-    "stages.0.model.optim.lr_warmup_samples=8", "stages.1.model.optim.lr_warmup_samples=8",
+    "model.seq_length=32",
+    "model.data.eval_samples=4",
+    "stages.0.model.optim.lr_warmup_samples=8",
+    "stages.1.model.optim.lr_warmup_samples=8",
     "stages.2.model.optim.lr_warmup_samples=8",
 ]
 

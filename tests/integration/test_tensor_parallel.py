@@ -1,4 +1,5 @@
 """TP=2 on CPU (two gloo processes) gives the TP=1 logits, loss and gradient norm."""
+
 import torch
 
 from tests.helpers import end_ranks, gather_vocab, run_ranks, tiny_cfg

@@ -1,5 +1,6 @@
 """End-to-end CPU training on the built-in corpus: loss falls, .nemo restores in a new process with
 identical logits, and a resumed run continues at the same step and sample with the same losses."""
+
 import os
 import subprocess
 import sys
@@ -14,9 +15,15 @@ from nemo_flm.config import register_schema
 
 CONF = str(Path(__file__).parents[2] / "conf")
 SMALL = [
-    "model.num_layers=2", "model.hidden_size=64", "model.num_attention_heads=2", "model.ffn_hidden_size=256",
-    "model.seq_length=64", "model.micro_batch_size=4", "model.global_batch_size=8",
-    "model.data.eval_samples=8", "trainer.log_every_n_steps=1",
+    "model.num_layers=2",
+    "model.hidden_size=64",
+    "model.num_attention_heads=2",
+    "model.ffn_hidden_size=256",
+    "model.seq_length=64",
+    "model.micro_batch_size=4",
+    "model.global_batch_size=8",
+    "model.data.eval_samples=8",
+    "trainer.log_every_n_steps=1",
 ]
 
 
@@ -45,8 +52,13 @@ def trained(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("run")
     rec = Recorder()
-    cfg = job(tmp, "trainer.max_steps=40", "trainer.val_check_interval=20",
-              "model.optim.lr_warmup_samples=40", "model.optim.lr_decay_samples=320")
+    cfg = job(
+        tmp,
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=20",
+        "model.optim.lr_warmup_samples=40",
+        "model.optim.lr_decay_samples=320",
+    )
     model, trainer, log_dir = train(cfg, callbacks=[rec])
     return model, rec, Path(log_dir)
 
@@ -57,6 +69,26 @@ def test_loss_falls_on_default_corpus(trained):
     last = sum(rec.losses[s] for s in (38, 39, 40)) / 3
     assert first > 10.5  # ~ln(100352) = 11.5 at init
     assert last < first - 2.0, (first, last)
+
+
+def test_throughput_monitor_logs_tokens_and_flops_of_the_model(trained):
+    """Lightning's ThroughputMonitor times the steps; the FLOPs it logs per token are the model's
+    (training/flops.py), and its tokens per step are the global batch's (a wrong batch or length
+    function, or FLOPs not per device, changes the ratio)."""
+    from nemo_flm.growth.report import stage_scalars
+    from nemo_flm.training.flops import train_flops_per_token
+
+    model, _, log_dir = trained
+    tags = ["train/device/items_per_sec", "train/device/flops_per_sec", "train/lengths"]
+    logged = stage_scalars(str(log_dir), tags)
+    assert logged["train/device/items_per_sec"], "no throughput logged"
+    for (_, tokens_per_s), (_, flops_per_s) in zip(
+        logged["train/device/items_per_sec"], logged["train/device/flops_per_sec"]
+    ):
+        # TensorBoard stores float32: 1e-6 is its rounding, a wrong count is off by a factor
+        assert flops_per_s / tokens_per_s == pytest.approx(train_flops_per_token(model.cfg), rel=1e-6)
+    step, tokens = logged["train/lengths"][-1]
+    assert tokens == pytest.approx(step * model.cfg.global_batch_size * model.cfg.seq_length)
 
 
 def test_nemo_restores_in_a_new_process_with_identical_logits(trained, tmp_path):
@@ -83,8 +115,12 @@ def test_nemo_restores_in_a_new_process_with_identical_logits(trained, tmp_path)
 def test_resume_continues_at_the_same_step_and_sample(tmp_path):
     from nemo_flm.training.run import train
 
-    args = ("trainer.max_steps=6", "trainer.val_check_interval=3",
-            "exp_manager.checkpoint_callback_params.every_n_train_steps=3", "model.optim.lr_warmup_samples=16")
+    args = (
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+        "exp_manager.checkpoint_callback_params.every_n_train_steps=3",
+        "model.optim.lr_warmup_samples=16",
+    )
     straight = Recorder()
     train(job(tmp_path / "a", *args), callbacks=[straight])
 

@@ -1,4 +1,5 @@
 """Cached decoding with megatron's static KV cache: token-by-token logits equal a full forward."""
+
 import pytest
 import torch
 from megatron.core.inference.contexts import StaticInferenceContext

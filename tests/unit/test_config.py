@@ -1,4 +1,5 @@
 """Each config validation error is one line naming the problem, raised before anything is built."""
+
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,10 @@ def _load(**overrides):
         ({"attention_backend": "te"}, "attention_backend 'te' goes with transformer_impl"),
         ({"parallel": {"sequence_parallel": True}}, "sequence_parallel needs tensor_model_parallel_size > 1"),
         ({"global_batch_size": 6, "micro_batch_size": 4}, "not a multiple of micro_batch_size"),
-        ({"data": {"prefixes": {"en": "/nonexistent/en"}, "weights": {"en": 1.0}}}, "not found: run scripts/preprocess_data.py"),
+        (
+            {"data": {"prefixes": {"en": "/nonexistent/en"}, "weights": {"en": 1.0}}},
+            "not found: run scripts/preprocess_data.py",
+        ),
         ({"data": {"split": "98,2"}}, "data.split must be three numbers"),
         ({"optim": {"lr": 1e-6, "min_lr": 1e-5}}, "optim.lr"),
         ({"growth": {"init_from": "/nonexistent/grown"}}, "growth.grow_steps is 0 on a stage that starts from a grown"),
@@ -47,7 +51,10 @@ def test_bad_config_is_a_one_line_error(overrides, message):
 def test_vocab_is_padded_to_128_times_tp():
     assert padded_vocab_size(_load()) == 100352
     assert padded_vocab_size(_load(parallel={"tensor_model_parallel_size": 2})) == 100352
-    assert padded_vocab_size(_load(hidden_size=96, num_attention_heads=6, parallel={"tensor_model_parallel_size": 3})) == 100608
+    assert (
+        padded_vocab_size(_load(hidden_size=96, num_attention_heads=6, parallel={"tensor_model_parallel_size": 3}))
+        == 100608
+    )
 
 
 @pytest.mark.parametrize("overrides", [{"make_vocab_size_divisible_by": 1}, {"vocab_size": 50000}])
@@ -77,16 +84,21 @@ def test_staged_run_without_a_ramp_fails_before_training(tmp_path):
         validate_stages(cfg)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.num_attention_heads=3", "config error: hidden_size 128 is not divisible by num_attention_heads 3"),
-    ("model.make_vocab_size_divisible_by=1", "config error: the model's vocab has 100256 rows"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.num_attention_heads=3", "config error: hidden_size 128 is not divisible by num_attention_heads 3"),
+        ("model.make_vocab_size_divisible_by=1", "config error: the model's vocab has 100256 rows"),
+    ],
+)
 def test_train_script_reports_config_errors_in_one_line(tmp_path, override, message):
     import subprocess
     import sys
 
     script = Path(__file__).parents[2] / "scripts" / "train.py"
-    out = subprocess.run([sys.executable, str(script), override], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(script), override], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode != 0
     assert message in out.stderr
     assert not (tmp_path / "nemo_experiments").exists()

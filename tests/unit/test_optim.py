@@ -1,11 +1,12 @@
 """AdamW groups, gradient clipping and the per-stage warmup + cosine schedule."""
+
 import math
 
 import pytest
 import torch
 
 from nemo_flm.config import load_model_config
-from nemo_flm.training.optim import build_scheduler, clip_grad_norm, param_groups
+from nemo_flm.training.optim import build_optimizer, build_scheduler, clip_grad_norm, param_groups
 
 
 def test_no_weight_decay_on_biases_and_layernorms(build):
@@ -28,21 +29,57 @@ def test_clip_matches_torch(build):
     assert clipped.item() == pytest.approx(1.0, rel=1e-4)
 
 
-@pytest.mark.parametrize("lr, warmup, decay, gbs", [(4e-4, 4_608_000, 119_809_570, 2304), (2e-4, 230_400, 12_958_984, 2160)])
-def test_stage_schedule(lr, warmup, decay, gbs):
-    cfg = load_model_config({"global_batch_size": gbs, "micro_batch_size": 1, "parallel": {},
-                             "optim": {"lr": lr, "min_lr": 6e-6, "lr_warmup_samples": warmup, "lr_decay_samples": decay}})
-    param = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([param], lr=cfg.optim.lr)
-    sched = build_scheduler(opt, cfg.optim, gbs)
-    warm_steps, decay_steps = math.ceil(warmup / gbs), math.ceil(decay / gbs)
+def reference_lr(step, lr, min_lr, warmup_samples, decay_samples, gbs):
+    """The LR the optimizer holds after `step` scheduler.step() calls, i.e. for update step+1.
 
-    def lr_at(step):
-        sched.last_epoch = step
-        return (sched._get_lr(step) if step > warm_steps else sched._get_warmup_lr(step))[0]
+    From the schedule's definition, with the counting NeMo's CosineAnnealing uses (measured by
+    stepping it): sample counts become optimizer steps rounding up (a partial batch is a step),
+    W = ceil(warmup/gbs), M = ceil(decay/gbs), and the decay horizon M counts from step 0
+    (warmup inside it, as in Megatron). Warmup is linear and starts above zero: lr (step+1)/(W+1)
+    for step <= W, so the first update uses lr/(W+1) and update W+1 the full lr. Then a cosine
+    from lr at step W to min_lr at step M, and min_lr after M."""
+    warmup, horizon = -(-warmup_samples // gbs), -(-decay_samples // gbs)
+    if step <= warmup:
+        return lr * (step + 1) / (warmup + 1)
+    if step >= horizon:
+        return min_lr
+    progress = (step - warmup) / (horizon - warmup)
+    return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
-    assert lr_at(warm_steps // 2) == pytest.approx(lr * (warm_steps // 2 + 1) / (warm_steps + 1), rel=1e-3)
-    assert lr_at(warm_steps + 1) == pytest.approx(lr, rel=1e-3)
-    mid = (warm_steps + decay_steps) // 2
-    assert lr_at(mid) == pytest.approx(6e-6 + (lr - 6e-6) * 0.5, rel=1e-2)
-    assert lr_at(decay_steps) == pytest.approx(6e-6, rel=1e-3)
+
+# (lr, min_lr, warmup samples, decay samples, global batch). FLM's stages (docs/flm_facts.md §1, each
+# stage's decay horizon = its own token budget / 2048) take 52k / 8.4k / 6k steps: ~2 s in all.
+SCHEDULES = [
+    (4e-4, 6e-6, 4_608_000, 119_809_570, 2304),  # 16B: W = 2000 exactly, M = 52001 (rounded up)
+    (3.4e-4, 6e-6, 230_400, 19_355_469, 2304),  # 51B: W = 100, M = 8401
+    (2e-4, 6e-6, 230_400, 12_958_984, 2160),  # 101B: W = 107 (106.7 rounded up), M = 6000
+    (1e-3, 1e-4, 10, 50, 4),  # small: W = 3, M = 13, both rounded up
+    (1e-3, 1e-4, 0, 40, 4),  # no warmup: the cosine starts at the full lr
+]
+
+
+@pytest.mark.parametrize("lr, min_lr, warmup, decay, gbs", SCHEDULES, ids=["16b", "51b", "101b", "small", "no-warmup"])
+def test_schedule_matches_definition_at_every_step(lr, min_lr, warmup, decay, gbs):
+    """Drive the real scheduler through its public API over the whole schedule and past its end:
+    every LR of every parameter group equals the definition, including the rounding of samples."""
+    cfg = load_model_config(
+        {
+            "global_batch_size": gbs,
+            "micro_batch_size": 1,
+            "parallel": {},
+            "optim": {"lr": lr, "min_lr": min_lr, "lr_warmup_samples": warmup, "lr_decay_samples": decay},
+        }
+    )
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), cfg.optim)  # two groups: decay and no decay
+    scheduler = build_scheduler(optimizer, cfg.optim, gbs)
+    steps = -(-decay // gbs) + 20
+    actual = []
+    for _ in range(steps):  # the training loop's order; no grads, so the update itself is skipped
+        actual.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    expected = [[reference_lr(k, lr, min_lr, warmup, decay, gbs)] * 2 for k in range(steps)]
+    torch.testing.assert_close(
+        torch.tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0.0
+    )
+    assert scheduler.get_last_lr() == [min_lr, min_lr]

@@ -1,4 +1,5 @@
 """Preprocessing: ids in = ids out through megatron's IndexedDataset, bad lines counted."""
+
 import json
 import os
 

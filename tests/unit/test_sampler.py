@@ -1,4 +1,5 @@
 """The pre-training sampler: in-order global batches, DP slices, resume without repeats or gaps."""
+
 from nemo_flm.data.sampler import PretrainingBatchSampler
 
 

@@ -1,5 +1,6 @@
 """The sharded checkpoint directory: shards written by T ranks read back at any TP size as the
 contiguous chunks of the full tensor; replicated tensors whole; clear errors for bad input."""
+
 import json
 
 import pytest
@@ -7,8 +8,12 @@ import torch
 
 from nemo_flm.checkpoint.shards import ShardReader, ShardWriter, consolidate
 
-FULL = {"qkv": (torch.arange(48.0).reshape(12, 4), 0), "fc2": (torch.arange(36.0).reshape(3, 12), 1),
-        "ln": (torch.arange(5.0), None), "step": (torch.tensor(3.0), None)}
+FULL = {
+    "qkv": (torch.arange(48.0).reshape(12, 4), 0),
+    "fc2": (torch.arange(36.0).reshape(3, 12), 1),
+    "ln": (torch.arange(5.0), None),
+    "step": (torch.tensor(3.0), None),
+}
 
 
 def write(root, tp_size):

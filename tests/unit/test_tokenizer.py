@@ -1,4 +1,5 @@
 """FLM tokenizer: exact round trips and FLM's special ids (not cl100k's)."""
+
 import pytest
 
 from nemo_flm.data.tokenizer import FLMTokenizer
@@ -27,7 +28,13 @@ def test_round_trip_is_exact(tok, text):
 def test_special_ids_are_flm_ids(tok):
     assert tok.eod == tok.bos == tok.eos == 100256
     assert tok.pad == 100258
-    assert tok.encode("<|endoftext|>[tsk][pad][cls][sep]", allow_special=True) == [100256, 100257, 100258, 100259, 100260]
+    assert tok.encode("<|endoftext|>[tsk][pad][cls][sep]", allow_special=True) == [
+        100256,
+        100257,
+        100258,
+        100259,
+        100260,
+    ]
     assert tok.vocab_size == 100261
 
 

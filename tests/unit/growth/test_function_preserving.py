@@ -3,6 +3,7 @@ before, for each operator alone and all together, with every new entry random (b
 LayerNorms too, so only the masks can make it exact), dropout off, in float64 to 1e-10 of the
 logit scale; also past the training length. After the ramp (c = 1) the masks fold away into the
 plain model, and in bf16 the masked LayerNorm is as accurate as torch's."""
+
 import pytest
 import torch
 
@@ -57,7 +58,9 @@ def test_old_weights_sit_in_the_top_left_block_per_head(single_process):
     new_qkv = state["decoder.layers.0.self_attention.linear_qkv.weight"].view(4, 3, d, 64)
     torch.testing.assert_close(new_qkv[:2, :, :, :32], old_qkv, rtol=0, atol=0)
     old_proj = old.state_dict()["decoder.layers.0.self_attention.linear_proj.weight"]
-    torch.testing.assert_close(state["decoder.layers.0.self_attention.linear_proj.weight"][:32, :32], old_proj, rtol=0, atol=0)
+    torch.testing.assert_close(
+        state["decoder.layers.0.self_attention.linear_proj.weight"][:32, :32], old_proj, rtol=0, atol=0
+    )
 
 
 def _layer_norm_errors(hidden):
@@ -67,7 +70,7 @@ def _layer_norm_errors(hidden):
     tcfg = transformer_config(cfg)
     masked = MaskedLayerNorm(tcfg, hidden, masks=GrowthMasks(plan, c=1.0))
     plain = FLMLayerNorm(tcfg, hidden)
-    x = (torch.randn(64, hidden, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3 + 1.5)
+    x = torch.randn(64, hidden, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3 + 1.5
     reference = torch.nn.functional.layer_norm(x, (hidden,), eps=1e-5)
     xb = x.to(torch.bfloat16)
     with torch.no_grad():
@@ -87,8 +90,12 @@ def test_masked_model_follows_plain_model_in_bf16_at_full_mask(single_process):
     old_over = dict(num_layers=2, hidden_size=128, num_attention_heads=2, ffn_hidden_size=256)
     new_cfg = tiny_cfg(num_layers=2, hidden_size=256, num_attention_heads=4, ffn_hidden_size=1024, params_dtype="bf16")
     plan = make_plan(tiny_cfg(**old_over), new_cfg)
-    state = {k: v.to(torch.bfloat16) if torch.is_tensor(v) else v
-             for k, v in grow_pair(old_over, {**old_over, **{k: new_cfg[k] for k in ("hidden_size", "num_attention_heads", "ffn_hidden_size")}})[4].items()}
+    state = {
+        k: v.to(torch.bfloat16) if torch.is_tensor(v) else v
+        for k, v in grow_pair(
+            old_over, {**old_over, **{k: new_cfg[k] for k in ("hidden_size", "num_attention_heads", "ffn_hidden_size")}}
+        )[4].items()
+    }
     masked, plain = build_masked_model(new_cfg, GrowthMasks(plan, c=1.0)).eval(), build_model(new_cfg).eval()
     for model in (masked, plain):
         model.load_state_dict(state)

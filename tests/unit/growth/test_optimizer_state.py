@@ -1,5 +1,6 @@
 """Adam moments across growth, through the grown checkpoint: old block kept, new entries and new
 layers zero, step kept, loaded into a fresh optimizer over the grown model."""
+
 import torch
 
 from nemo_flm.growth.grown_checkpoint import load_adam, write_grown_checkpoint
@@ -9,8 +10,7 @@ from nemo_flm.growth.plan import make_plan
 from nemo_flm.model.builder import build_model
 from nemo_flm.model.sharding import partition_dims
 from nemo_flm.training.optim import build_optimizer
-from tests.helpers import tiny_cfg
-from tests.helpers import trained_model
+from tests.helpers import tiny_cfg, trained_model
 
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
 NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128)
@@ -30,9 +30,14 @@ def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
     new_model = build_model(new_cfg)
-    write_grown_checkpoint(str(tmp_path / "g"), iter_grown(model.state_dict(), plan, default_fill(0.02)),
-                     iter_grown_moments(by_moment(old_state), plan), plan, partition_dims(new_model),
-                     step=old_state["output_layer.weight"]["step"])
+    write_grown_checkpoint(
+        str(tmp_path / "g"),
+        iter_grown(model.state_dict(), plan, default_fill(0.02)),
+        iter_grown_moments(by_moment(old_state), plan),
+        plan,
+        partition_dims(new_model),
+        step=old_state["output_layer.weight"]["step"],
+    )
 
     new_opt = build_optimizer(new_model, new_cfg.optim)
     load_adam(new_model, new_opt, str(tmp_path / "g"))

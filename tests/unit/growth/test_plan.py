@@ -1,4 +1,5 @@
 """Growth plans: what grows, where new layers go, and one-line refusals."""
+
 import pytest
 
 from nemo_flm.config import ConfigError
@@ -9,30 +10,38 @@ OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=
 
 
 def test_plan_of_a_stage_change():
-    plan = make_plan(tiny_cfg(**OLD), tiny_cfg(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128))
+    plan = make_plan(
+        tiny_cfg(**OLD), tiny_cfg(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128)
+    )
     assert (plan.old_hidden, plan.new_hidden, plan.old_heads, plan.new_heads, plan.head_dim) == (32, 64, 2, 4, 16)
     assert (plan.old_ffn, plan.new_ffn, plan.source, plan.new_layers) == (64, 128, [0, 1, 1], [2])
 
 
-@pytest.mark.parametrize("mode, source, added", [
-    ("stack", [0, 1, 2, 3, 2, 3], [4, 5]),
-    ("interleave", [0, 1, 2, 2, 3, 3], [3, 5]),
-    ("random", [0, 1, 2, 3, None, None], [4, 5]),
-])
+@pytest.mark.parametrize(
+    "mode, source, added",
+    [
+        ("stack", [0, 1, 2, 3, 2, 3], [4, 5]),
+        ("interleave", [0, 1, 2, 2, 3, 3], [3, 5]),
+        ("random", [0, 1, 2, 3, None, None], [4, 5]),
+    ],
+)
 def test_depth_modes(mode, source, added):
     assert _layer_sources(4, 6, mode) == (source, added)
 
 
-@pytest.mark.parametrize("new, message", [
-    (dict(OLD, num_layers=1), "num_layers shrinks 2 -> 1"),
-    (dict(OLD, hidden_size=16, num_attention_heads=1), "hidden_size shrinks"),
-    (dict(OLD, ffn_hidden_size=32), "ffn_hidden_size shrinks"),
-    (dict(OLD, hidden_size=64), "head dim changes 16 -> 32"),
-    (dict(OLD, num_attention_heads=1, kv_channels=16), "num_attention_heads shrinks 2 -> 1"),
-    (dict(OLD, hidden_size=64, kv_channels=32), "head dim changes 16 -> 32"),
-    (dict(OLD, vocab_size=2000), "vocab_size differs"),
-    (dict(OLD, position_embedding="rope"), "position_embedding differs"),
-])
+@pytest.mark.parametrize(
+    "new, message",
+    [
+        (dict(OLD, num_layers=1), "num_layers shrinks 2 -> 1"),
+        (dict(OLD, hidden_size=16, num_attention_heads=1), "hidden_size shrinks"),
+        (dict(OLD, ffn_hidden_size=32), "ffn_hidden_size shrinks"),
+        (dict(OLD, hidden_size=64), "head dim changes 16 -> 32"),
+        (dict(OLD, num_attention_heads=1, kv_channels=16), "num_attention_heads shrinks 2 -> 1"),
+        (dict(OLD, hidden_size=64, kv_channels=32), "head dim changes 16 -> 32"),
+        (dict(OLD, vocab_size=2000), "vocab_size differs"),
+        (dict(OLD, position_embedding="rope"), "position_embedding differs"),
+    ],
+)
 def test_refusals_are_one_line(new, message):
     with pytest.raises(ConfigError) as err:
         make_plan(tiny_cfg(**OLD), tiny_cfg(**new))

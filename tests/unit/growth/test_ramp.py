@@ -1,6 +1,7 @@
 """Starting from a grown checkpoint: with a ramp, the masked model at c = 0 computes the old
 function; with the explicit `no_ramp` opt-in, a plain model whose new entries act at once, and a
 warning that says so."""
+
 import logging
 
 import torch
