@@ -30,7 +30,7 @@ from nemo_flm.model.builder import build_model
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.optim import build_optimizer, build_scheduler
 from nemo_flm.training.step import eval_sums, train_step
-from nemo_flm.training.throughput import FLMThroughputMonitor
+from nemo_flm.training.throughput import throughput_monitor
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
 
@@ -74,8 +74,8 @@ class FLMModel(ModelPT):
 
     def configure_callbacks(self) -> List[Callback]:
         """Throughput/MFU logging, and the MSG mask ramp of a stage that starts from growth."""
-        monitor = FLMThroughputMonitor(self.cfg.global_batch_size, self.cfg.seq_length, self.trainer.world_size)
-        return [monitor] + ([self._ramp] if self._ramp is not None else [])
+        monitor = throughput_monitor(self.cfg.global_batch_size, self.cfg.seq_length, self.trainer.world_size)
+        return [c for c in (monitor, self._ramp) if c is not None]
 
     # ----------------------------------------------------------------- forward
     def forward(

@@ -9,11 +9,14 @@ dense (no sparsity) values from NVIDIA's datasheets.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import ThroughputMonitor
+
+log = logging.getLogger(__name__)
 
 # device-name substring -> dtype -> dense peak FLOP/s; A800/H800 have A100/H100 compute (only their
 # interconnect differs), H200 has H100 SXM's
@@ -54,3 +57,16 @@ class FLMThroughputMonitor(ThroughputMonitor):
             self.available_flops = peak
             for throughput in self._throughputs.values():
                 throughput.available_flops = peak
+
+
+def throughput_monitor(global_batch_size: int, seq_length: int, world_size: int) -> Optional[FLMThroughputMonitor]:
+    """The monitor, or None with a warning when a global batch has fewer samples than processes
+    (Lightning counts at least one sample per device and batch, so it cannot credit a fraction)."""
+    if global_batch_size < world_size:
+        log.warning(
+            "throughput is not logged: the global batch (%d samples) is smaller than the %d processes",
+            global_batch_size,
+            world_size,
+        )
+        return None
+    return FLMThroughputMonitor(global_batch_size, seq_length, world_size)

@@ -72,36 +72,31 @@ def test_ramp_less_growth_is_an_explicit_opt_in(tmp_path):
 
 
 def test_staged_run_without_a_ramp_fails_before_training(tmp_path):
-    from hydra import compose, initialize_config_dir
-
-    from nemo_flm.config import register_schema
     from nemo_flm.growth.staged import validate_stages
 
-    register_schema()
-    with initialize_config_dir(config_dir=str(Path(__file__).parents[2] / "conf"), version_base=None):
-        cfg = compose("flm_tiny_growth", overrides=["model.growth.grow_steps=0", f"exp_manager.exp_dir={tmp_path}"])
+    cfg = _compose("flm_tiny_growth", "model.growth.grow_steps=0", f"exp_manager.exp_dir={tmp_path}")
     with pytest.raises(ConfigError, match="growth.grow_steps is 0 on a stage that starts from a grown checkpoint"):
         validate_stages(cfg)
 
 
-@pytest.mark.parametrize(
-    "override, message",
-    [
-        ("model.num_attention_heads=3", "config error: hidden_size 128 is not divisible by num_attention_heads 3"),
-        ("model.make_vocab_size_divisible_by=1", "config error: the model's vocab has 100256 rows"),
-    ],
-)
-def test_train_script_reports_config_errors_in_one_line(tmp_path, override, message):
-    import subprocess
-    import sys
+def _compose(name, *overrides):
+    from hydra import compose, initialize_config_dir
 
-    script = Path(__file__).parents[2] / "scripts" / "train.py"
-    out = subprocess.run(
-        [sys.executable, str(script), override], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert out.returncode != 0
-    assert message in out.stderr
-    assert not (tmp_path / "nemo_experiments").exists()
+    from nemo_flm.config import register_schema
+
+    register_schema()
+    with initialize_config_dir(config_dir=str(Path(__file__).parents[2] / "conf"), version_base=None):
+        return compose(name, overrides=list(overrides))
+
+
+def test_training_refuses_a_small_vocab_before_making_anything(tmp_path):
+    """The training entry checks the vocab against the tokenizer before the trainer or exp_manager
+    make any directory."""
+    from nemo_flm.training.run import train
+
+    with pytest.raises(ConfigError, match="the model's vocab has 100256 rows"):
+        train(_compose("flm_tiny", "model.make_vocab_size_divisible_by=1", f"exp_manager.exp_dir={tmp_path / 'exp'}"))
+    assert not (tmp_path / "exp").exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the errors are for machines without CUDA")
