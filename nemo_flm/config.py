@@ -294,6 +294,16 @@ def validate_ramp(growth: Any, starts_grown: bool) -> None:
     )
 
 
+def check_ramp_fits(growth: Any, max_steps: int, stage: str) -> None:
+    """The ramp must end inside the stage: c reaches 1 and the masks fold away at the start of step
+    grow_steps + 1; a model that ends mid-ramp holds masks, which a .nemo (plain spec) cannot."""
+    _require(
+        growth.grow_steps < max_steps,
+        f"growth.grow_steps {growth.grow_steps} is not below {stage}'s max_steps {max_steps}: the ramp must end "
+        "inside the stage (masks fold at step grow_steps + 1); shorten the ramp or train longer",
+    )
+
+
 def _validate_data(data: Any) -> None:
     for lang, prefix in data.prefixes.items():
         path = os.path.expanduser(prefix)

@@ -140,7 +140,7 @@ def grow_pair(old_over, new_over, depth_mode="stack", c=0.0):
     """(old model, grown masked model at mask value c, new config, masks, grown state dict)."""
     from nemo_flm import parallel
     from nemo_flm.growth.masks import GrowthMasks, build_masked_model
-    from nemo_flm.growth.operators import grow_state_dict
+    from nemo_flm.growth.operators import iter_grown
     from nemo_flm.growth.plan import make_plan
     from nemo_flm.model.builder import build_model
 
@@ -148,7 +148,7 @@ def grow_pair(old_over, new_over, depth_mode="stack", c=0.0):
     parallel.seed_everything(0)
     old = perturbed(build_model(old_cfg)).eval()
     plan = make_plan(old_cfg, new_cfg, depth_mode)
-    grown_state = grow_state_dict(old.state_dict(), plan, random_fill())
+    grown_state = dict(iter_grown(old.state_dict(), plan, random_fill()))
     masks = GrowthMasks(plan, c=c)
     grown = build_masked_model(new_cfg, masks).eval()
     grown.load_state_dict(grown_state)

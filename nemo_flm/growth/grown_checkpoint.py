@@ -20,6 +20,7 @@ from torch import Tensor
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output
 from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
+from nemo_flm.config import ConfigError, ffn_size
 from nemo_flm.growth.optimizer_state import MOMENTS
 from nemo_flm.growth.plan import GrowthPlan
 
@@ -50,6 +51,26 @@ def write_grown_checkpoint(
                 "consumed_samples": consumed_samples,
                 "adam_step": float(step) if moments and step is not None else None,
             }
+        )
+
+
+def check_grown_checkpoint(cfg: Any) -> None:
+    """`growth.init_from` must be a complete grown checkpoint of this config's shape: refused in one
+    line before anything is built (its plan records the shape it was grown to)."""
+    path = os.path.expanduser(cfg.growth.init_from)
+    try:
+        plan = read_grown_meta(path)["plan"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(
+            f"growth.init_from '{path}' is not a grown checkpoint ({type(err).__name__}: {err}): "
+            "write one with scripts/grow_checkpoint.py"
+        ) from None
+    grown = (plan.new_hidden, plan.new_ffn, plan.new_heads, len(plan.source))
+    wanted = (cfg.hidden_size, ffn_size(cfg), cfg.num_attention_heads, cfg.num_layers)
+    if grown != wanted:
+        raise ConfigError(
+            f"growth.init_from '{path}' was grown to (hidden, ffn, heads, layers) = {grown} but this config is "
+            f"{wanted}: grow to this config's shape, or give this config the grown shape"
         )
 
 

@@ -23,12 +23,13 @@ import torch
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.spec_utils import ModuleSpec
-from megatron.core.transformer.transformer_block import TransformerBlockSubmodules
+from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
+from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 from torch import Tensor
 
 from nemo_flm.config import ConfigError
 from nemo_flm.growth.plan import GrowthPlan
-from nemo_flm.model.builder import build_model, position_config
+from nemo_flm.model.builder import build_model, position_config, transformer_config
 from nemo_flm.model.layernorm import FLMLayerNorm
 from nemo_flm.model.layout import QKV_PARTS
 from nemo_flm.model.spec import flm_block_spec, flm_layer, local_core_attention
@@ -134,14 +135,22 @@ class MaskedResidualOut(RowParallelLinear):
         return _scale(out, bias, mask)
 
 
+def check_ramp_layout(cfg: Any) -> None:
+    """The masked leaves exist for the unfused local spec only."""
+    if cfg.transformer_impl != "local":
+        raise ConfigError(
+            "an MSG ramp runs on transformer_impl=local (a masked LayerNorm cannot live inside Transformer "
+            "Engine's fused LayerNorm-linear): set transformer_impl: local for the grown stage"
+        )
+
+
 def masked_block_spec(cfg: Any, masks: GrowthMasks) -> TransformerBlockSubmodules:
     """The decoder block during an MSG ramp: masked leaves in the unfused local spec, one layer
-    spec per layer so that new layers know they are new. Single pipeline stage."""
-    if cfg.transformer_impl != "local" or cfg.parallel.pipeline_model_parallel_size != 1:
-        raise ConfigError(
-            "an MSG ramp runs on transformer_impl=local with pipeline size 1 (a masked LayerNorm "
-            "cannot live inside a fused LayerNorm-linear): change the grown stage's layout"
-        )
+    spec per layer of this pipeline stage (megatron's offset and count) so that new layers know
+    they are new."""
+    check_ramp_layout(cfg)
+    tcfg = transformer_config(cfg)
+    first = get_transformer_layer_offset(tcfg)
 
     def leaf(module, **params) -> ModuleSpec:
         return ModuleSpec(module=module, params={"masks": masks, **params})
@@ -157,15 +166,18 @@ def masked_block_spec(cfg: Any, masks: GrowthMasks) -> TransformerBlockSubmodule
             leaf(MaskedFC1),
             leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers),
         )
-        for i in range(len(masks.plan.source))
+        for i in range(first, first + get_num_layers_to_build(tcfg))
     ]
     return flm_block_spec(layers, final_norm=leaf(MaskedLayerNorm))
 
 
 def build_masked_model(cfg: Any, masks: GrowthMasks) -> torch.nn.Module:
     """The grown model with MSG masks: masked block leaves, and the embedding output masked on
-    new hidden coordinates by a forward hook (the embedding is not a spec leaf in GPTModel)."""
+    new hidden coordinates by a forward hook (the embedding is not a spec leaf in GPTModel; only
+    the first pipeline stage has it)."""
     model = build_model(cfg, block=masked_block_spec(cfg, masks))
+    if not model.pre_process:
+        return model
 
     def mask_embedding(module, args, output: Tensor) -> Tensor:
         mask = masks.hidden(output)

@@ -93,11 +93,6 @@ def iter_grown(state: Dict[str, Tensor], plan: GrowthPlan, fill: Fill) -> Iterat
                 yield name, _grow_entry(name, local, value, plan, fill)
 
 
-def grow_state_dict(state: Dict[str, Tensor], plan: GrowthPlan, fill: Fill) -> Dict[str, Tensor]:
-    """The grown state dict (all of `iter_grown` in memory)."""
-    return dict(iter_grown(state, plan, fill))
-
-
 def _grow_entry(name: str, local: str, value, plan: GrowthPlan, fill: Fill):
     if not torch.is_tensor(value) or local not in AXES:
         return value

@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import read_trainer_state
-from nemo_flm.config import ConfigError, load_model_config, validate_ramp
+from nemo_flm.config import ConfigError, check_ramp_fits, load_model_config, validate_ramp
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
+from nemo_flm.growth.masks import check_ramp_layout
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.growth.report import write_report
@@ -99,13 +100,10 @@ def validate_stages(cfg: DictConfig) -> None:
         check_vocab_covers_tokenizer(models[-1])
         if index > 0:
             make_plan(models[-2], models[-1], cfg.growth.depth_mode)
-            ramp = job.model.growth
-            validate_ramp(ramp, starts_grown=True)
-            if ramp.grow_steps > job.trainer.max_steps:
-                raise ConfigError(
-                    f"model.growth.grow_steps {ramp.grow_steps} exceeds stage '{job.exp_manager.name}' "
-                    f"max_steps {job.trainer.max_steps}: the ramp must end inside the stage"
-                )
+            validate_ramp(job.model.growth, starts_grown=True)
+            check_ramp_fits(job.model.growth, job.trainer.max_steps, f"stage '{job.exp_manager.name}'")
+            if job.model.growth.grow_steps > 0:
+                check_ramp_layout(models[-1])
 
 
 def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:

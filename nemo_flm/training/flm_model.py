@@ -8,6 +8,7 @@ step function runs on CPU and GPU and gradient clipping is TP-correct.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any, Dict, List, Optional
 
@@ -203,7 +204,15 @@ class FLMModel(ModelPT):
 
     def save_to(self, save_path: str) -> None:
         """Every rank takes part (each TP rank writes its shards); the .nemo is written under a
-        temporary name and renamed when complete (checkpoint/nemo_file.py)."""
+        temporary name and renamed when complete (checkpoint/nemo_file.py). A run stopped during
+        the MSG ramp writes none: its masks are not part of a .nemo, which restores the plain model."""
+        if self._ramp is not None and self._ramp.masks is not None:
+            logging.warning(
+                "no .nemo written to %s: the run stopped during the MSG ramp (c = %.3f); resume it to finish the ramp",
+                save_path,
+                self._ramp.masks.c,
+            )
+            return
         self._save_restore_connector.save_to(self, os.path.abspath(os.path.expanduser(save_path)))
 
     @classmethod

@@ -13,8 +13,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
-from nemo_flm.config import load_model_config
+from nemo_flm.config import check_ramp_fits, load_model_config
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
+from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint
 from nemo_flm.training.flm_model import FLMModel
 from nemo_flm.training.strategy import FLMStrategy
 
@@ -26,6 +27,9 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     any tensor-parallel size: checkpoints are sharded (checkpoint/lightning_io.py)."""
     model_cfg = load_model_config(cfg.model)  # fails before any directory is created
     check_vocab_covers_tokenizer(model_cfg)
+    if model_cfg.growth.init_from:
+        check_grown_checkpoint(model_cfg)
+        check_ramp_fits(model_cfg.growth, cfg.trainer.max_steps, "the job")
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     world = _world_size(trainer_kwargs)  # trainer.devices x trainer.num_nodes
     par = model_cfg.parallel

@@ -17,7 +17,7 @@ from nemo_flm.checkpoint.shards import ShardReader
 from nemo_flm.config import ConfigError
 from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.offline import grow_checkpoint
-from nemo_flm.growth.operators import default_fill, grow_state_dict
+from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.plan import make_plan
 from tests.helpers import tiny_cfg, trained_model
 
@@ -54,10 +54,12 @@ def test_offline_equals_in_process(single_process, tmp_path):
     model = lightning_checkpoint(tmp_path / "s1.ckpt", old_cfg)
     before = _digest(tmp_path / "s1.ckpt")
     grow_checkpoint(str(tmp_path / "s1.ckpt"), new_cfg, str(tmp_path / "g"), seed=7)
-    expected = grow_state_dict(
-        model.state_dict(),
-        make_plan(old_cfg, new_cfg),
-        default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(7)),
+    expected = dict(
+        iter_grown(
+            model.state_dict(),
+            make_plan(old_cfg, new_cfg),
+            default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(7)),
+        )
     )
     index = read_grown_meta(str(tmp_path / "g"))
     assert index["consumed_samples"] == 24 and index["adam_step"] == 2.0

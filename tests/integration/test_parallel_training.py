@@ -77,7 +77,7 @@ def _grown_from_tp2_equals_in_process_growth(last, out: Path) -> None:
     from nemo_flm.checkpoint.lightning_io import read_trainer_state
     from nemo_flm.checkpoint.shards import ShardReader
     from nemo_flm.config import load_model_config
-    from nemo_flm.growth.operators import default_fill, grow_state_dict
+    from nemo_flm.growth.operators import default_fill, iter_grown
     from nemo_flm.growth.plan import make_plan
 
     grown = {"hidden_size": 128, "num_attention_heads": 4, "num_layers": 3, "ffn_hidden_size": 768}
@@ -98,8 +98,10 @@ def _grown_from_tp2_equals_in_process_growth(last, out: Path) -> None:
     old = {n.removeprefix("model."): last.read("model", n) for n in last.names("model")}
     cfg = read_trainer_state(last.root)["hyper_parameters"]["cfg"]
     old_cfg, new_cfg = load_model_config(cfg), load_model_config({**cfg, **grown})
-    expected = grow_state_dict(
-        old, make_plan(old_cfg, new_cfg), default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(0))
+    expected = dict(
+        iter_grown(
+            old, make_plan(old_cfg, new_cfg), default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(0))
+        )
     )
     result = ShardReader(str(out))
     assert set(result.names("model")) == set(expected) and result.names("exp_avg")

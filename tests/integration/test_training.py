@@ -88,6 +88,7 @@ def test_throughput_monitor_logs_tokens_and_flops_of_the_model(trained):
         # TensorBoard stores float32: 1e-6 is its rounding, a wrong count is off by a factor
         assert flops_per_s / tokens_per_s == pytest.approx(train_flops_per_token(model.cfg), rel=1e-6)
     assert logged["train/lengths"][-1][1] == model.consumed_samples * model.cfg.seq_length  # all 40 steps' tokens
+    assert not stage_scalars(str(log_dir), ["validate/samples"])["validate/samples"]  # validation is not measured
 
 
 def test_nemo_restores_in_a_new_process_with_identical_logits(trained, tmp_path):

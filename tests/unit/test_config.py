@@ -89,14 +89,31 @@ def _compose(name, *overrides):
         return compose(name, overrides=list(overrides))
 
 
-def test_training_refuses_a_small_vocab_before_making_anything(tmp_path):
-    """The training entry checks the vocab against the tokenizer before the trainer or exp_manager
-    make any directory."""
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.make_vocab_size_divisible_by=1", "the model's vocab has 100256 rows"),
+        ("model.growth.init_from={tmp}", "is not a grown checkpoint"),
+    ],
+)
+def test_training_refuses_bad_input_before_making_anything(tmp_path, override, message):
+    """The training entry checks what the schema cannot (the tokenizer's ids, the grown checkpoint)
+    before the trainer or exp_manager make any directory."""
     from nemo_flm.training.run import train
 
-    with pytest.raises(ConfigError, match="the model's vocab has 100256 rows"):
-        train(_compose("flm_tiny", "model.make_vocab_size_divisible_by=1", f"exp_manager.exp_dir={tmp_path / 'exp'}"))
+    overrides = [override.format(tmp=tmp_path), "model.growth.grow_steps=2", f"exp_manager.exp_dir={tmp_path / 'exp'}"]
+    with pytest.raises(ConfigError, match=message):
+        train(_compose("flm_tiny", *overrides))
     assert not (tmp_path / "exp").exists()
+
+
+def test_staged_run_whose_grown_stage_cannot_ramp_fails_before_training(tmp_path):
+    from nemo_flm.growth.staged import validate_stages
+
+    te = ["+stages.1.model.transformer_impl=transformer_engine", "+stages.1.model.attention_backend=te"]
+    cfg = _compose("flm_tiny_growth", *te, f"exp_manager.exp_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="an MSG ramp runs on transformer_impl=local"):
+        validate_stages(cfg)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the errors are for machines without CUDA")

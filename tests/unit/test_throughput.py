@@ -15,6 +15,7 @@ from nemo_flm.training.throughput import peak_flops, throughput_monitor
     [
         ("NVIDIA A800-SXM4-80GB", torch.bfloat16, 312e12),
         ("NVIDIA H200", torch.bfloat16, 989.4e12),
+        ("NVIDIA H200 NVL", torch.bfloat16, None),  # lower clocks than the SXM board: no MFU rather than a wrong one
         ("NVIDIA A100-SXM4-80GB", torch.bfloat16, None),  # in Lightning's own table
     ],
 )
