@@ -1,9 +1,6 @@
-"""nemo_flm: the FLM-101B recipe on NeMo 3.0 and megatron-core."""
+"""nemo_flm: the FLM-101B recipe on NeMo 3.0 and megatron-core.
 
-from nemo.core.classes.common import ALLOWED_TARGET_PREFIXES
-
-# NeMo's restore_from only instantiates targets on its allow-list: add ours, never disable the check.
-if "nemo_flm." not in ALLOWED_TARGET_PREFIXES:
-    ALLOWED_TARGET_PREFIXES.append("nemo_flm.")
+Importing the package imports nothing heavy, so that entry scripts can quiet expected third-party
+noise (console.py) before NeMo and megatron-core load."""
 
 __version__ = "0.1.0"

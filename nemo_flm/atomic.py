@@ -18,7 +18,8 @@ from typing import Iterator
 
 
 def partial_path(path: str) -> str:
-    return f"{path}.partial"
+    """`<path>.partial` beside `path` (a trailing slash, `out/`, names the same output)."""
+    return f"{os.path.normpath(path)}.partial"
 
 
 def discard(path: str) -> None:
@@ -31,6 +32,7 @@ def discard(path: str) -> None:
 
 def publish(tmp: str, path: str) -> None:
     """Move the complete output `tmp` to `path`, replacing what is there."""
+    path = os.path.normpath(path)
     if os.path.isdir(path) and not os.path.islink(path):
         old = f"{path}.old"
         discard(old)

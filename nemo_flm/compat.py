@@ -12,6 +12,7 @@ import torch
 
 HAVE_TE = importlib.util.find_spec("transformer_engine") is not None
 HAVE_FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
+HAVE_APEX = importlib.util.find_spec("apex") is not None
 HAVE_CUDA = torch.cuda.is_available()
 
 

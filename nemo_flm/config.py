@@ -16,9 +16,10 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from nemo_flm.data.blend import parse_blend
+from nemo_flm.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A bad configuration value; the message is one line with the fix."""
+__all__ = ["ConfigError"]  # re-exported: every module takes it from here
 
 
 @dataclass
@@ -36,14 +37,18 @@ class CorpusConfig:
     english_docstrings: bool = True  # stdlib docstrings besides pydoc_data topics
     max_english_chars: int = 20_000_000
     max_chinese_chars: int = 3_000_000
+    # blend weights of its two languages (FLM's English:Chinese ratio is about 53.5:46.5)
+    weights: Dict[str, float] = field(default_factory=lambda: {"en": 53.5, "zh": 46.5})
 
 
 @dataclass
 class DataConfig:
-    # language name -> megatron indexed-dataset prefix (path without .bin/.idx); empty = built-in corpus
-    prefixes: Dict[str, str] = field(default_factory=dict)
-    # language name -> blend weight for training (FLM: English:Chinese about 53.5:46.5)
-    weights: Dict[str, float] = field(default_factory=lambda: {"en": 53.5, "zh": 46.5})
+    # the training blend (data/blend.py): Megatron's [w1, prefix1, w2, prefix2, ...], prefixes alone
+    # [prefix1, ...] (equal weights), or {name: prefix}; null = the built-in corpus. A prefix is a
+    # megatron indexed dataset's path without .bin/.idx. Null by default, so that a blend given on
+    # the command line replaces the whole blend instead of merging into a default.
+    blend: Optional[Any] = None
+    weights: Optional[Any] = None  # with a dict blend: {name: weight} (unset: equal weights); Any, as blend
     split: str = "98,2,0"
     seed: int = 1234
     cache_dir: str = "~/.cache/nemo_flm"
@@ -305,17 +310,8 @@ def check_ramp_fits(growth: Any, max_steps: int, stage: str) -> None:
 
 
 def _validate_data(data: Any) -> None:
-    for lang, prefix in data.prefixes.items():
-        path = os.path.expanduser(prefix)
-        _require(
-            os.path.exists(path + ".bin") and os.path.exists(path + ".idx"),
-            f"data.prefixes.{lang}: '{prefix}.bin/.idx' not found: run scripts/preprocess_data.py "
-            f"or leave data.prefixes empty for the built-in corpus",
-        )
-    if data.prefixes:
-        missing = set(data.prefixes) ^ set(data.weights)
-        _require(not missing, f"data.weights and data.prefixes name different languages: {sorted(missing)}")
-    _require(all(w > 0 for w in data.weights.values()), "data.weights must all be > 0")
+    parse_blend(data)  # the blend's shape; its files are checked where they are used
+    _require(all(w > 0 for w in data.corpus.weights.values()), "data.corpus.weights must all be > 0")
     parts = data.split.split(",")
     _require(
         len(parts) == 3 and all(p.strip().replace(".", "", 1).isdigit() for p in parts),

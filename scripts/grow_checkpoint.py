@@ -18,11 +18,15 @@ import sys
 import threading
 import time
 
-from hydra import compose, initialize_config_dir
+from nemo_flm.console import quiet_startup
 
-from nemo_flm.config import ConfigError, register_schema
-from nemo_flm.growth.offline import grow_checkpoint
-from nemo_flm.growth.staged import stage_job
+quiet_startup()
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from nemo_flm.config import ConfigError, register_schema  # noqa: E402
+from nemo_flm.growth.offline import grow_checkpoint  # noqa: E402
+from nemo_flm.growth.staged import stage_job  # noqa: E402
 
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 

@@ -9,7 +9,11 @@
 import argparse
 import sys
 
-from nemo_flm.data.preprocess import DataError, preprocess_files
+from nemo_flm.console import quiet_startup
+
+quiet_startup()
+
+from nemo_flm.data.preprocess import DataError, preprocess_files  # noqa: E402
 
 
 def main() -> None:

@@ -3,14 +3,23 @@
 With no arguments it trains the tiny CPU model on the built-in bilingual corpus and writes a
 .nemo and TensorBoard logs under nemo_experiments/flm_tiny/. Re-running resumes. A config with
 `stages` (e.g. --config-name flm_tiny_growth) runs a staged growth run, one stage after another.
+Expected third-party noise is filtered before the heavy imports (NEMO_FLM_VERBOSE=1 keeps it).
 """
 
-from nemo.core.config import hydra_runner
-from omegaconf import DictConfig
+from nemo_flm.console import quiet_startup
 
-from nemo_flm.config import ConfigError, register_schema
-from nemo_flm.growth.staged import run_stages
-from nemo_flm.training.run import train
+quiet_startup()
+
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from nemo.core.config import hydra_runner  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from nemo_flm import parallel  # noqa: E402
+from nemo_flm.checkpoint.lightning_io import checkpoint_dir  # noqa: E402
+from nemo_flm.config import ConfigError, register_schema  # noqa: E402
+from nemo_flm.growth.staged import run_stages  # noqa: E402
+from nemo_flm.training.run import train  # noqa: E402
+from nemo_flm.training.summary import next_commands  # noqa: E402
 
 register_schema()
 
@@ -21,11 +30,15 @@ def main(cfg: DictConfig) -> None:
         if cfg.stages:
             nemos = run_stages(cfg, train)
             print("done: " + ", ".join(nemos) if nemos else "stopped before the end: run the same command to resume")
-        else:
-            _, _, log_dir = train(cfg)
-            print(f"done: logs and checkpoints in {log_dir}")
+            return
+        model, _, _ = train(cfg)
     except ConfigError as err:
         raise SystemExit(f"config error: {err}") from None
+    if parallel.is_rank_zero():
+        hydra = HydraConfig.get()
+        callback = model.trainer.checkpoint_callback
+        checkpoint = checkpoint_dir(callback.last_model_path) if callback and callback.last_model_path else None
+        print("\n".join(next_commands(hydra.job.config_name, list(hydra.overrides.task), cfg, checkpoint)))
 
 
 if __name__ == "__main__":

@@ -103,7 +103,8 @@ SOURCES = {"en": english_documents, "zh": chinese_documents}
 
 
 def corpus_dir(data_cfg: Any) -> str:
-    recipe = json.dumps({"v": CORPUS_VERSION, **{k: data_cfg.corpus[k] for k in data_cfg.corpus}}, sort_keys=True)
+    text_keys = [k for k in data_cfg.corpus if k != "weights"]  # the weights do not change the text
+    recipe = json.dumps({"v": CORPUS_VERSION, **{k: data_cfg.corpus[k] for k in text_keys}}, sort_keys=True)
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     return os.path.join(os.path.expanduser(data_cfg.cache_dir), f"corpus-{digest}")
 

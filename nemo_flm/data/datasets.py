@@ -1,27 +1,31 @@
 """Training and validation datasets through megatron.core.datasets.
 
-Training reads a blend of languages (e.g. English:Chinese) with BlendedMegatronDatasetBuilder +
-GPTDataset; validation keeps one dataset per language so losses are reported per language. The
+Training reads a blend (data/blend.py: e.g. English:Chinese) with BlendedMegatronDatasetBuilder +
+GPTDataset; validation keeps one dataset per blend entry so losses are reported per dataset. The
 same `split` applies to every prefix, so validation documents never appear in training.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
+from nemo_flm.data.blend import Dataset, parse_blend
 from nemo_flm.data.corpus import build_default_corpus
 from nemo_flm.data.tokenizer import FLMTokenizer
 
 
-def data_prefixes(data_cfg: Any) -> Dict[str, str]:
-    """The configured prefixes, or the built-in corpus (built on first use)."""
-    if data_cfg.prefixes:
-        return {lang: os.path.expanduser(p) for lang, p in data_cfg.prefixes.items()}
-    return build_default_corpus(data_cfg)
+def data_blend(data_cfg: Any) -> List[Dataset]:
+    """The configured blend (data/blend.py), or the built-in corpus (built on first use) weighted
+    by data.corpus.weights."""
+    datasets = parse_blend(data_cfg)
+    if datasets is not None:
+        return [Dataset(d.name, os.path.expanduser(d.prefix), d.weight) for d in datasets]
+    prefixes = build_default_corpus(data_cfg)
+    return [Dataset(lang, prefix, float(data_cfg.corpus.weights[lang])) for lang, prefix in prefixes.items()]
 
 
 def _config(data_cfg: Any, seq_length: int, blend) -> GPTDatasetConfig:
@@ -39,12 +43,10 @@ def _config(data_cfg: Any, seq_length: int, blend) -> GPTDatasetConfig:
     )
 
 
-def build_train_dataset(data_cfg: Any, prefixes: Dict[str, str], seq_length: int, num_samples: int):
+def build_train_dataset(data_cfg: Any, datasets: List[Dataset], seq_length: int, num_samples: int):
     """The blended training split with at least `num_samples` samples."""
-    langs = sorted(prefixes)
-    blend = ([prefixes[lang] for lang in langs], [float(data_cfg.weights[lang]) for lang in langs])
-    if len(langs) == 1:
-        blend = (blend[0], None)
+    weights = [d.weight for d in datasets] if len(datasets) > 1 else None
+    blend = ([d.prefix for d in datasets], weights)
     builder = BlendedMegatronDatasetBuilder(
         GPTDataset, [num_samples, 1, 1], lambda: True, _config(data_cfg, seq_length, blend)
     )
@@ -52,16 +54,16 @@ def build_train_dataset(data_cfg: Any, prefixes: Dict[str, str], seq_length: int
 
 
 def build_valid_datasets(
-    data_cfg: Any, prefixes: Dict[str, str], seq_length: int, num_samples: int
+    data_cfg: Any, datasets: List[Dataset], seq_length: int, num_samples: int
 ) -> Dict[str, Optional[Any]]:
-    """Language -> its validation split (None where the split holds no document)."""
+    """Dataset name -> its validation split (None where the split holds no document)."""
     out = {}
-    for lang in sorted(prefixes):
+    for d in datasets:
         builder = BlendedMegatronDatasetBuilder(
             GPTDataset,
             [None, num_samples, None],
             lambda: True,
-            _config(data_cfg, seq_length, ([prefixes[lang]], None)),
+            _config(data_cfg, seq_length, ([d.prefix], None)),
         )
-        out[lang] = builder.build()[1]
+        out[d.name] = builder.build()[1]
     return out

@@ -14,30 +14,14 @@ final step (make trainer.val_check_interval divide max_steps).
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 from typing import Any, Dict, List
 
 from nemo_flm.atomic import atomic_output
 from nemo_flm.config import load_model_config
+from nemo_flm.training.curves import Panel, read_scalars, save_panels
 from nemo_flm.training.flops import train_flops_per_token
-
-
-def stage_scalars(stage_dir: str, tags: List[str]) -> Dict[str, List[tuple]]:
-    """tag -> (step, value) pairs over all event files of a stage (resumes included), reading
-    each event file once whatever the number of tags."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    points: Dict[str, Dict[int, float]] = {tag: {} for tag in tags}
-    for path in sorted(glob.glob(os.path.join(stage_dir, "**", "events.out.tfevents.*"), recursive=True)):
-        acc = EventAccumulator(path, size_guidance={"scalars": 0})
-        acc.Reload()
-        present = acc.Tags().get("scalars", [])
-        for tag in tags:
-            if tag in present:
-                points[tag].update({e.step: e.value for e in acc.Scalars(tag)})
-    return {tag: sorted(p.items()) for tag, p in points.items()}
 
 
 def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
@@ -48,7 +32,7 @@ def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:
     flops = 0.0
     out = {"tokens": [], "flops": [], "loss": [], "stages": []}
     for stage, (path, cfg) in enumerate(zip(stage_dirs, model_cfgs)):
-        tags = stage_scalars(path, ["consumed_samples", "train_loss", "val_loss", "val_loss_after_growth"])
+        tags = read_scalars(path, ["consumed_samples", "train_loss", "val_loss", "val_loss_after_growth"])
         consumed = dict(tags["consumed_samples"])
         points = [(consumed[s], loss) for s, loss in tags["train_loss"] if s in consumed]
         start = (points[0][0] - cfg.global_batch_size) if points else 0
@@ -80,11 +64,6 @@ def _final_val_loss(train: List[tuple], val: List[tuple]):
 
 def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> str:
     """Write growth_report.json/.png in out_dir; returns the JSON path."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     data = curve(stage_dirs, [load_model_config({**c, "growth": {}}) for c in model_cfgs])
     data["growths"] = [
         {
@@ -97,20 +76,18 @@ def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> 
         }
         for a, b in zip(data["stages"], data["stages"][1:])
     ]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, key, label in ((axes[0], "tokens", "tokens"), (axes[1], "flops", "training FLOPs")):
-        ax.plot(data[key], data["loss"], lw=1)
-        for g in data["growths"]:
-            ax.axvline(g["at_" + key], color="gray", ls="--", lw=0.8)
-        ax.set_xlabel(label)
-        ax.set_ylabel("train loss")
-    axes[0].set_title("loss vs tokens (dashed: growth)")
-    axes[1].set_title("loss vs FLOPs (dashed: growth)")
-    fig.tight_layout()
+    panels = [
+        Panel(
+            f"loss vs {label} (dashed: growth)",
+            label,
+            "train loss",
+            {"train": (data[key], data["loss"])},
+            [g["at_" + key] for g in data["growths"]],
+        )
+        for key, label in (("tokens", "tokens"), ("flops", "training FLOPs"))
+    ]
     json_path = os.path.join(out_dir, "growth_report.json")
     with atomic_output(json_path) as tmp, open(tmp, "w") as handle:
         json.dump(data, handle, indent=1)
-    with atomic_output(os.path.join(out_dir, "growth_report.png")) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_panels(os.path.join(out_dir, "growth_report.png"), panels)
     return json_path

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import read_trainer_state
 from nemo_flm.config import ConfigError, check_ramp_fits, load_model_config, validate_ramp
+from nemo_flm.data.blend import check_blend_files
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
 from nemo_flm.growth.masks import check_ramp_layout
 from nemo_flm.growth.offline import grow_checkpoint
@@ -98,6 +99,7 @@ def validate_stages(cfg: DictConfig) -> None:
         job = stage_job(cfg, index)
         models.append(load_model_config({**job.model, "growth": {}}))
         check_vocab_covers_tokenizer(models[-1])
+        check_blend_files(models[-1].data)
         if index > 0:
             make_plan(models[-2], models[-1], cfg.growth.depth_mode)
             validate_ramp(job.model.growth, starts_grown=True)

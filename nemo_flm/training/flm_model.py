@@ -16,6 +16,7 @@ import torch
 from lightning.pytorch import Callback, Trainer
 from lightning.pytorch.trainer.states import TrainerFn
 from nemo.core.classes import ModelPT
+from nemo.core.classes.common import ALLOWED_TARGET_PREFIXES
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -23,7 +24,8 @@ from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import key_optimizer_state_by_name, key_optimizer_state_by_number
 from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
 from nemo_flm.config import ConfigError, load_model_config
-from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_prefixes
+from nemo_flm.data.blend import Dataset
+from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_blend
 from nemo_flm.data.sampler import EvalBatchSampler, PretrainingBatchSampler
 from nemo_flm.growth.grown_checkpoint import load_adam
 from nemo_flm.growth.ramp import MaskRamp, start_from_grown
@@ -34,6 +36,10 @@ from nemo_flm.training.step import eval_sums, train_step
 from nemo_flm.training.throughput import throughput_monitor
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
+
+# NeMo's restore_from only instantiates targets on its allow-list: add ours, never disable the check.
+if "nemo_flm." not in ALLOWED_TARGET_PREFIXES:
+    ALLOWED_TARGET_PREFIXES.append("nemo_flm.")
 
 
 def _collate(samples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
@@ -47,25 +53,25 @@ class FLMModel(ModelPT):
         self._save_restore_connector = FLMSaveRestoreConnector()
         parallel.initialize(cfg.parallel, cfg.seed)
         self._ramp: Optional[MaskRamp] = None
-        self._grown_from: Optional[str] = None  # grown checkpoint whose Adam state starts the optimizer
+        self.grown_from: Optional[str] = None  # the grown checkpoint this stage starts from (Adam state too)
         self._sample_offset = 0  # samples consumed by earlier stages of a staged run
         if cfg.growth.init_from and not self._is_model_being_restored():
-            self._grown_from = os.path.expanduser(cfg.growth.init_from)
-            self.model, masks, self._sample_offset = start_from_grown(cfg, self._grown_from)
+            self.grown_from = os.path.expanduser(cfg.growth.init_from)
+            self.model, masks, self._sample_offset = start_from_grown(cfg, self.grown_from)
             self._ramp = MaskRamp(masks, cfg.growth.grow_steps) if masks is not None else None
             self._cfg.growth.init_from = None  # the weights now live in the model: a .nemo restores as a plain model
         else:
             self.model = build_model(cfg)
         self.automatic_optimization = False
         self.consumed_samples = self._sample_offset
-        self._valid_langs: List[str] = []
+        self.validation_names: List[str] = []
         self._val_sums: Dict[str, List[float]] = {}
-        self._data_prefixes: Optional[Dict[str, str]] = None
+        self._data_blend: Optional[List[Dataset]] = None
 
     @property
     def starts_from_growth(self) -> bool:
         """A stage beginning from a grown checkpoint (not resuming one that already began)."""
-        return self._grown_from is not None and self.trainer is not None and self.trainer.ckpt_path is None
+        return self.grown_from is not None and self.trainer is not None and self.trainer.ckpt_path is None
 
     @property
     def flops_per_batch(self) -> float:
@@ -101,16 +107,17 @@ class FLMModel(ModelPT):
     def _loader(self, dataset, sampler) -> DataLoader:
         return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=self.cfg.data.num_workers)
 
-    def _prefixes(self) -> Dict[str, str]:
-        """Language -> indexed-dataset prefix; the built-in corpus is preprocessed once here."""
-        if self._data_prefixes is None:
-            self._data_prefixes = parallel.rank_zero_first(lambda: data_prefixes(self.cfg.data))
-        return self._data_prefixes
+    def data_blend(self) -> List[Dataset]:
+        """The training datasets (names, prefixes, weights); the built-in corpus is preprocessed
+        once here, on rank 0 first."""
+        if self._data_blend is None:
+            self._data_blend = parallel.rank_zero_first(lambda: data_blend(self.cfg.data))
+        return self._data_blend
 
     def train_dataloader(self) -> DataLoader:
         gbs = self.cfg.global_batch_size
         total = self._sample_offset + self.trainer.max_steps * gbs
-        dataset = build_train_dataset(self.cfg.data, self._prefixes(), self.cfg.seq_length, total)
+        dataset = build_train_dataset(self.cfg.data, self.data_blend(), self.cfg.seq_length, total)
         sampler = PretrainingBatchSampler(
             total, lambda: self.consumed_samples, gbs, parallel.dp_rank(), parallel.dp_size()
         )
@@ -120,9 +127,9 @@ class FLMModel(ModelPT):
         """One loader per language over the first eval_samples of its validation split (all of it
         when shorter), every sample once whatever the data-parallel size, the same ones every time."""
         n = self.cfg.data.eval_samples
-        datasets = build_valid_datasets(self.cfg.data, self._prefixes(), self.cfg.seq_length, n)
+        datasets = build_valid_datasets(self.cfg.data, self.data_blend(), self.cfg.seq_length, n)
         counts = {lang: min(n, len(ds)) for lang, ds in datasets.items() if ds is not None}
-        self._valid_langs = list(counts)
+        self.validation_names = list(counts)
         for lang, count in counts.items():
             if count < parallel.dp_size():
                 raise ConfigError(
@@ -140,8 +147,8 @@ class FLMModel(ModelPT):
     # ---------------------------------------------------------------- training
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.cfg.optim)
-        if self._grown_from is not None:  # replaced by the checkpoint's state when resuming
-            load_adam(self.model, optimizer, self._grown_from)
+        if self.grown_from is not None:  # replaced by the checkpoint's state when resuming
+            load_adam(self.model, optimizer, self.grown_from)
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.cfg.global_batch_size)
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
@@ -163,20 +170,22 @@ class FLMModel(ModelPT):
 
     # -------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {lang: [0.0, 0.0] for lang in self._valid_langs}
+        self._val_sums = {lang: [0.0, 0.0] for lang in self.validation_names}
 
     def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, tokens = eval_sums(self.model, batch, self.cfg.micro_batch_size)
-        sums = self._val_sums[self._valid_langs[dataloader_idx]]
+        sums = self._val_sums[self.validation_names[dataloader_idx]]
         sums[0] += loss
         sums[1] += tokens
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_sums:
             return
-        sums = torch.tensor([self._val_sums[lang] for lang in self._valid_langs], dtype=torch.float64)
+        sums = torch.tensor([self._val_sums[lang] for lang in self.validation_names], dtype=torch.float64)
         parallel.all_reduce(sums, parallel.dp_group())
-        metrics = {f"val_loss_{lang}": (s[0] / s[1].clamp_min(1)).item() for lang, s in zip(self._valid_langs, sums)}
+        metrics = {
+            f"val_loss_{lang}": (s[0] / s[1].clamp_min(1)).item() for lang, s in zip(self.validation_names, sums)
+        }
         metrics["val_loss"] = (sums[:, 0].sum() / sums[:, 1].sum().clamp_min(1)).item()
         # a stage that starts from growth validates its grown model before any step (training/run.py):
         # logged apart, it is compared with the previous stage's final validation (growth/report.py)

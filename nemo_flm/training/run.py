@@ -5,6 +5,7 @@ scripts/train.py calls this after Hydra composed the config; tests call it direc
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterable, Tuple
 
 import lightning.pytorch as pl
@@ -14,22 +15,23 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 from nemo_flm.config import check_ramp_fits, load_model_config
+from nemo_flm.data.blend import check_blend_files
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
 from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint
 from nemo_flm.training.flm_model import FLMModel
 from nemo_flm.training.strategy import FLMStrategy
+from nemo_flm.training.summary import start_lines, summarize, summary_lines
 
 
 def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMModel, pl.Trainer, Any]:
     """Validate the model config, set up the trainer and exp_manager, fit; returns (model, trainer, log_dir).
 
     Re-running the same job resumes from its last checkpoint (exp_manager.resume_if_exists), at
-    any tensor-parallel size: checkpoints are sharded (checkpoint/lightning_io.py)."""
+    any tensor-parallel size: checkpoints are sharded (checkpoint/lightning_io.py). Rank 0 prints
+    what is trained on what, where, before the first step and a summary after the last."""
+    started = time.perf_counter()
     model_cfg = load_model_config(cfg.model)  # fails before any directory is created
-    check_vocab_covers_tokenizer(model_cfg)
-    if model_cfg.growth.init_from:
-        check_grown_checkpoint(model_cfg)
-        check_ramp_fits(model_cfg.growth, cfg.trainer.max_steps, "the job")
+    _check_inputs(model_cfg, cfg.trainer.max_steps)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     world = _world_size(trainer_kwargs)  # trainer.devices x trainer.num_nodes
     par = model_cfg.parallel
@@ -42,12 +44,30 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     # a copy: exp_manager writes into the config it is given
     log_dir = exp_manager(trainer, OmegaConf.create(OmegaConf.to_container(cfg.exp_manager, resolve=True)))
     model = FLMModel(model_cfg, trainer=trainer)
+    model.data_blend()  # on every rank: the built-in corpus is prepared once, rank 0 first
+    if parallel.is_rank_zero():
+        _print(start_lines(model, trainer, str(log_dir)))
     if model.starts_from_growth:
         # the validation loss of the grown model before any step (masks at c = 0), on the same
         # samples as the previous stage's last validation: the growth report's exactness check
         trainer.validate(model)
     trainer.fit(model)
+    if parallel.is_rank_zero():
+        _print(summary_lines(summarize(model, trainer, str(log_dir), time.perf_counter() - started)))
     return model, trainer, log_dir
+
+
+def _check_inputs(model_cfg: DictConfig, max_steps: int) -> None:
+    """What the schema cannot see: the tokenizer's ids, the data files, the grown checkpoint."""
+    check_vocab_covers_tokenizer(model_cfg)
+    check_blend_files(model_cfg.data)
+    if model_cfg.growth.init_from:
+        check_grown_checkpoint(model_cfg)
+        check_ramp_fits(model_cfg.growth, max_steps, "the job")
+
+
+def _print(lines) -> None:
+    print("\n".join(lines), flush=True)
 
 
 def _world_size(trainer_kwargs: dict) -> int:

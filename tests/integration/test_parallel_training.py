@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_flm.growth.report import stage_scalars
+from nemo_flm.training.curves import read_scalars
 from tests.helpers import free_port
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "train.py")
@@ -55,7 +55,7 @@ def _stage(cwd: Path) -> str:
 def _assert_same(run: Path, reference: Path, complete: bool) -> None:
     """Every logged value of `run` equals the reference run's at the same logging step; a
     `complete` run logged every step the reference did (resumed segments included)."""
-    refs, runs = stage_scalars(_stage(reference), list(TAGS)), stage_scalars(_stage(run), list(TAGS))
+    refs, runs = read_scalars(_stage(reference), list(TAGS)), read_scalars(_stage(run), list(TAGS))
     for tag in TAGS:
         ref, got = dict(refs[tag]), dict(runs[tag])
         assert got and (set(got) == set(ref) if complete else set(got) < set(ref)), (tag, sorted(got), sorted(ref))

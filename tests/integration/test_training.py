@@ -75,12 +75,12 @@ def test_throughput_monitor_logs_tokens_and_flops_of_the_model(trained):
     """Lightning's ThroughputMonitor times the steps; the FLOPs it logs per token are the model's
     (training/flops.py), and its tokens per step are the global batch's (a wrong batch or length
     function, or FLOPs not per device, changes the ratio)."""
-    from nemo_flm.growth.report import stage_scalars
+    from nemo_flm.training.curves import read_scalars
     from nemo_flm.training.flops import train_flops_per_token
 
     model, _, log_dir = trained
     tags = ["train/device/items_per_sec", "train/device/flops_per_sec", "train/lengths"]
-    logged = stage_scalars(str(log_dir), tags)
+    logged = read_scalars(str(log_dir), tags)
     assert logged["train/device/items_per_sec"], "no throughput logged"
     for (_, tokens_per_s), (_, flops_per_s) in zip(
         logged["train/device/items_per_sec"], logged["train/device/flops_per_sec"]
@@ -88,7 +88,28 @@ def test_throughput_monitor_logs_tokens_and_flops_of_the_model(trained):
         # TensorBoard stores float32: 1e-6 is its rounding, a wrong count is off by a factor
         assert flops_per_s / tokens_per_s == pytest.approx(train_flops_per_token(model.cfg), rel=1e-6)
     assert logged["train/lengths"][-1][1] == model.consumed_samples * model.cfg.seq_length  # all 40 steps' tokens
-    assert not stage_scalars(str(log_dir), ["validate/samples"])["validate/samples"]  # validation is not measured
+    assert not read_scalars(str(log_dir), ["validate/samples"])["validate/samples"]  # validation is not measured
+
+
+def test_start_lines_and_summary_describe_the_run(trained):
+    """What the run prints before and after, checked against the model, the data and the logs."""
+    from nemo_flm.training.curves import read_scalars
+    from nemo_flm.training.summary import start_lines, summarize
+
+    model, _, log_dir = trained
+    lines = start_lines(model, model.trainer, str(log_dir))
+    layers, h, f = 2, 64, 256  # SMALL's shape
+    body = layers * (3 * h * h + 3 * h + h * h + h + h * f + f + f * h + h + 4 * h) + 2 * h  # blocks + final LN
+    embeddings = 2 * 100352 * h  # untied input and output embeddings, padded vocab x hidden
+    assert f"{(body + embeddings) / 1e6:.2f}M parameters, {body / 1e6:.2f}M without embeddings" in lines[0]
+    assert lines[1].startswith("data (built-in corpus): en 53.5% (") and "zh 46.5% (" in lines[1]
+    summary = summarize(model, model.trainer, str(log_dir), wall_s=1.0)
+    logged = read_scalars(str(log_dir), ["val_loss_en", "val_loss_zh", "train_loss"])  # every step is logged
+    for name in ("en", "zh"):
+        assert summary.val_loss[name] == pytest.approx(logged[f"val_loss_{name}"][-1][1], rel=1e-6)
+    assert summary.train_loss == pytest.approx(logged["train_loss"][-1][1], rel=1e-6)
+    assert summary.tokens == 40 * 8 * 64 and summary.steps == 40
+    assert Path(summary.nemo).exists() and Path(summary.checkpoint).is_dir() and Path(summary.curves).stat().st_size > 0
 
 
 def test_nemo_restores_in_a_new_process_with_identical_logits(trained, tmp_path):

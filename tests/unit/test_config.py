@@ -28,8 +28,8 @@ def _load(**overrides):
         ({"parallel": {"sequence_parallel": True}}, "sequence_parallel needs tensor_model_parallel_size > 1"),
         ({"global_batch_size": 6, "micro_batch_size": 4}, "not a multiple of micro_batch_size"),
         (
-            {"data": {"prefixes": {"en": "/nonexistent/en"}, "weights": {"en": 1.0}}},
-            "not found: run scripts/preprocess_data.py",
+            {"data": {"blend": [1.0, "data/en", 2.0]}},
+            "neither weight/prefix pairs",
         ),
         ({"data": {"split": "98,2"}}, "data.split must be three numbers"),
         ({"optim": {"lr": 1e-6, "min_lr": 1e-5}}, "optim.lr"),

@@ -1,0 +1,118 @@
+"""The README's commands work as written: every shell command in its ```bash blocks runs, in order,
+in one fresh working directory (so later commands find what earlier ones made), with only the
+step counts made small where a command trains. Installing and the test command itself are CI's
+own steps; commands that need a GPU or a cluster are skipped with the reason. A README that
+drifts from the code fails here.
+
+The own-data commands read `corpus/en/` (.txt) and `corpus/zh/*.jsonl`, written here from real
+text: the English documentation topics and the Chinese People's Daily paragraphs the built-in
+corpus is made from (data/corpus.py), as a user's own files would hold them.
+"""
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+SKIP = {  # command prefix -> why it does not run here
+    "pip install": "installing is CI's own first step (.ci/run)",
+    "ruff ": "the test command is CI's own last step",
+    "python -m pytest": "the test command is CI's own last step",
+    "bash scripts/gpu_check.sh": "needs a CUDA GPU",
+    "torchrun": "needs several processes (tests/integration/test_parallel_training.py runs them)",
+}
+SMALL = [  # appended to every training command: a few steps instead of hundreds
+    "trainer.max_steps=4",
+    "trainer.val_check_interval=2",
+    "exp_manager.checkpoint_callback_params.every_n_train_steps=2",
+    "model.data.eval_samples=8",
+    "trainer.log_every_n_steps=1",
+]
+SMALL_STAGES = ["stages.0.max_steps=4", "stages.1.max_steps=4", "stages.2.max_steps=4"]
+
+
+def readme_commands() -> list:
+    """The commands of the README's bash blocks, one per line, `&&` chains split, comments dropped."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            commands += [part.strip() for part in line.split("&&") if part.strip()]
+    return commands
+
+
+def small(command: str) -> str:
+    """The command with small step counts where it trains (Hydra: the last value of a key wins)."""
+    if not command.startswith("python scripts/train.py"):
+        return command
+    extra = SMALL + (SMALL_STAGES if "flm_tiny_growth" in command else [])
+    if "growth.grow_steps" in command or "flm_tiny_growth" in command:
+        extra.append("model.growth.grow_steps=2")
+    return f"{command} {' '.join(extra)}"
+
+
+def write_user_corpus(root: Path) -> None:
+    from nemo_flm.config import load_model_config
+    from nemo_flm.data.corpus import chinese_documents, english_documents
+
+    corpus = load_model_config({}).data.corpus
+    (root / "corpus" / "en").mkdir(parents=True)
+    (root / "corpus" / "zh").mkdir(parents=True)
+    english = [doc for _, doc in zip(range(300), english_documents(corpus))]
+    for i in range(3):
+        (root / "corpus" / "en" / f"part{i}.txt").write_text("\n\n".join(english[i::3]), encoding="utf-8")
+    chinese = [doc for _, doc in zip(range(600), chinese_documents(corpus))]
+    lines = "\n".join(json.dumps({"text": doc}, ensure_ascii=False) for doc in chinese)
+    (root / "corpus" / "zh" / "people_daily.jsonl").write_text(lines + "\n", encoding="utf-8")
+
+
+def test_readme_commands_run_as_written(tmp_path):
+    commands = readme_commands()
+    assert any(c.startswith("python scripts/train.py") for c in commands)  # the parser found the blocks
+    for name in ("scripts", "conf"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    write_user_corpus(tmp_path)
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    ran = {}
+    for command in commands:
+        reason = next((why for prefix, why in SKIP.items() if command.startswith(prefix)), None)
+        if reason:
+            print(f"skipped: {command}  ({reason})")
+            continue
+        done = subprocess.run(
+            ["bash", "-c", small(command)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert done.returncode == 0, f"README command failed: {command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        ran[command] = done.stdout + done.stderr
+    assert len(ran) >= 6, list(ran)
+    assert (tmp_path / "nemo_experiments" / "en_only" / "checkpoints" / "en_only.nemo").exists()
+    _check_main_job_output(ran["python scripts/train.py"])
+
+
+def _check_main_job_output(output: str) -> None:
+    """The main job starts with what it trains and ends with what it made; expected noise is gone."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert lines[0].startswith("model: 4 layers, hidden 128"), lines[:3]
+    assert [line.split(":")[0] for line in lines[1:5]] == ["data (built-in corpus)", "layout", "backends", "output"]
+    for noise in (
+        "Transformer Engine and Apex are not installed",
+        "No exporters were provided",
+        "GPU available:",
+        "Future Hydra versions",
+        "total number of documents",
+        "ExpManager schema",
+    ):
+        assert noise not in output, noise
+    assert "done: step 4, 4,096 tokens seen" in output and "nemo_experiments/flm_tiny/loss_curves.png" in output
+    assert "python scripts/grow_checkpoint.py --checkpoint" in output
+
+
+@pytest.mark.parametrize("command", readme_commands())
+def test_every_readme_command_is_run_or_skipped_with_a_reason(command):
+    known = command.startswith(("python scripts/", *SKIP))
+    assert known, f"README command of an unknown kind (teach test_readme.py how to run it): {command}"
