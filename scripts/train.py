@@ -6,6 +6,8 @@ With no arguments it trains the tiny CPU model on the built-in bilingual corpus 
 Expected third-party noise is filtered before the heavy imports (NEMO_FLM_VERBOSE=1 keeps it).
 """
 
+import os
+
 from nemo_flm.console import quiet_startup
 
 quiet_startup()
@@ -37,7 +39,8 @@ def main(cfg: DictConfig) -> None:
     if parallel.is_rank_zero():
         hydra = HydraConfig.get()
         callback = model.trainer.checkpoint_callback
-        checkpoint = checkpoint_dir(callback.last_model_path) if callback and callback.last_model_path else None
+        last = callback.last_model_path if callback else None
+        checkpoint = os.path.relpath(checkpoint_dir(last)) if last else None
         print("\n".join(next_commands(hydra.job.config_name, list(hydra.overrides.task), cfg, checkpoint)))
 
 

@@ -80,10 +80,10 @@ def _layout_line(cfg: Any, trainer: Any) -> str:
     tp, pp = cfg.parallel.tensor_model_parallel_size, cfg.parallel.pipeline_model_parallel_size
     world, steps = trainer.world_size, trainer.max_steps
     tokens = steps * cfg.global_batch_size * cfg.seq_length
+    processes = f"{world} process{'es' if world > 1 else ''} on {trainer.strategy.root_device.type}"
     return (
-        f"layout: {world} process(es) on {trainer.strategy.root_device.type} (TP {tp} x PP {pp} x DP "
-        f"{world // (tp * pp)}), precision {trainer.precision}; global batch {cfg.global_batch_size} x "
-        f"{cfg.seq_length} tokens, {steps} steps ({tokens:,} tokens)"
+        f"layout: {processes} (TP {tp} x PP {pp} x DP {world // (tp * pp)}), precision {trainer.precision}; "
+        f"global batch {cfg.global_batch_size} x {cfg.seq_length} tokens, {steps} steps ({tokens:,} tokens)"
     )
 
 
@@ -178,8 +178,9 @@ def summary_lines(s: RunSummary) -> List[str]:
 def next_commands(config_name: str, overrides: List[str], job: Any, checkpoint: Optional[str]) -> List[str]:
     """What to run next: resume or train longer, grow the result (MSG, width x2), train the grown
     model under a new name (its ramp a quarter of the run). `overrides` are the command line's."""
-    args = "".join(f" {shlex.quote(o)}" for o in overrides if not o.startswith(("trainer.max_steps=", "name=")))
-    train = f"python scripts/train.py --config-name {config_name}{args}"
+    args = "".join(f" {shlex.quote(o)}" for o in overrides if not o.startswith("trainer.max_steps="))
+    other = "".join(f" {shlex.quote(o)}" for o in overrides if not o.startswith(("trainer.max_steps=", "name=")))
+    train = f"python scripts/train.py --config-name {config_name}"
     m = job.model
     shape = f"model.hidden_size={2 * m.hidden_size} model.num_attention_heads={2 * m.num_attention_heads}"
     shape += f" model.ffn_hidden_size={2 * ffn_size(m)}"
@@ -187,9 +188,9 @@ def next_commands(config_name: str, overrides: List[str], job: Any, checkpoint: 
     grown = f"{job.name}_grown"
     return [
         "next:",
-        f"  resume, or train longer:  {train} trainer.max_steps={2 * steps}",
+        f"  resume, or train longer:  {train}{args} trainer.max_steps={2 * steps}",
         f"  grow it (width x2, MSG):  python scripts/grow_checkpoint.py --checkpoint {checkpoint or '<checkpoint>'} "
-        f"--config-name {config_name}{args} {shape} --output {grown}/",
-        f"  train the grown model:    {train} {shape} model.growth.init_from={grown}/ "
+        f"--config-name {config_name}{other} {shape} --output {grown}/",
+        f"  train the grown model:    {train}{other} {shape} model.growth.init_from={grown}/ "
         f"model.growth.grow_steps={max(1, steps // 4)} trainer.max_steps={steps} name={grown}",
     ]

@@ -56,6 +56,13 @@ def small(command: str) -> str:
     return f"{command} {' '.join(extra)}"
 
 
+def run(command: str, cwd: Path, env: dict) -> str:
+    """Run `command` (made small) with bash in `cwd`; its output, or a failure that shows it."""
+    done = subprocess.run(["bash", "-c", small(command)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"command failed: {command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
 def write_user_corpus(root: Path) -> None:
     from nemo_flm.config import load_model_config
     from nemo_flm.data.corpus import chinese_documents, english_documents
@@ -84,14 +91,23 @@ def test_readme_commands_run_as_written(tmp_path):
         if reason:
             print(f"skipped: {command}  ({reason})")
             continue
-        done = subprocess.run(
-            ["bash", "-c", small(command)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
-        )
-        assert done.returncode == 0, f"README command failed: {command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        ran[command] = done.stdout + done.stderr
+        ran[command] = run(command, tmp_path, env)
     assert len(ran) >= 6, list(ran)
     assert (tmp_path / "nemo_experiments" / "en_only" / "checkpoints" / "en_only.nemo").exists()
     _check_main_job_output(ran["python scripts/train.py"])
+    one_language = next(out for command, out in ran.items() if "name=en_only" in command)
+    _run_the_printed_next_commands(one_language, tmp_path, env)
+
+
+def _run_the_printed_next_commands(output: str, cwd: Path, env: dict) -> None:
+    """The end summary's "grow it" and "train the grown model" commands work as printed (here for
+    the one-language run, whose name and blend they must carry)."""
+    labels = ("resume, or", "grow it", "train the grown")
+    printed = [line.split(":  ", 1)[1].strip() for line in output.splitlines() if line.strip().startswith(labels)]
+    assert len(printed) == 3 and "name=en_only" in printed[0] and "data.blend" in printed[1], printed
+    for command in printed[1:]:
+        run(command, cwd, env)
+    assert (cwd / "nemo_experiments" / "en_only_grown" / "checkpoints" / "en_only_grown.nemo").exists()
 
 
 def _check_main_job_output(output: str) -> None:
