@@ -38,11 +38,15 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def _pairs(items: List[Any]):
+    return zip(items[::2], items[1::2])
+
+
 def _from_list(items: List[Any]) -> List[Dataset]:
     if items and all(isinstance(x, str) for x in items):
         pairs = [(1.0, x) for x in items]
-    elif len(items) % 2 == 0 and all(_number(w) and isinstance(p, str) for w, p in zip(items[::2], items[1::2])):
-        pairs = list(zip(items[::2], items[1::2]))
+    elif items and len(items) % 2 == 0 and all(_number(w) and isinstance(p, str) for w, p in _pairs(items)):
+        pairs = list(_pairs(items))
     else:
         raise ConfigError(
             f"data.blend {items} is neither weight/prefix pairs [w1, prefix1, w2, prefix2, ...] nor prefixes "

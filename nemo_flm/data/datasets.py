@@ -23,7 +23,9 @@ def data_blend(data_cfg: Any) -> List[Dataset]:
     by data.corpus.weights."""
     datasets = parse_blend(data_cfg)
     if datasets is not None:
-        return [Dataset(d.name, os.path.expanduser(d.prefix), d.weight) for d in datasets]
+        # absolute: megatron's index cache is keyed by the prefix string, and `data/en_text` in
+        # another directory is another dataset
+        return [Dataset(d.name, os.path.abspath(os.path.expanduser(d.prefix)), d.weight) for d in datasets]
     prefixes = build_default_corpus(data_cfg)
     return [Dataset(lang, prefix, float(data_cfg.corpus.weights[lang])) for lang, prefix in prefixes.items()]
 

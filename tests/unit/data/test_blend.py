@@ -53,6 +53,7 @@ def test_no_blend_is_the_built_in_corpus():
         (["model.data.blend=[1.0,a,2.0]"], "neither weight/prefix pairs"),
         (["model.data.blend=[1.0,x/a,2.0,y/a]"], "names two datasets 'a'"),
         (["model.data.blend=[0,a]"], "weights must all be > 0"),
+        (["model.data.blend=[]"], "neither weight/prefix pairs"),
         (["model.data.blend=[1.0,a]", "model.data.weights={a: 1}"], "data.weights goes with a dict data.blend"),
     ],
 )
