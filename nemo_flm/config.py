@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from nemo_flm.data.blend import parse_blend
 from nemo_flm.errors import ConfigError
 
-__all__ = ["ConfigError"]  # re-exported: every module takes it from here
+__all__ = ["ConfigError"]  # re-exported from errors.py (which data/blend.py imports, as config.py imports it)
 
 
 @dataclass

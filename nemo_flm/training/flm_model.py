@@ -124,24 +124,24 @@ class FLMModel(ModelPT):
         return self._loader(dataset, sampler)
 
     def val_dataloader(self) -> List[DataLoader]:
-        """One loader per language over the first eval_samples of its validation split (all of it
+        """One loader per blend dataset over the first eval_samples of its validation split (all of it
         when shorter), every sample once whatever the data-parallel size, the same ones every time."""
         n = self.cfg.data.eval_samples
         datasets = build_valid_datasets(self.cfg.data, self.data_blend(), self.cfg.seq_length, n)
-        counts = {lang: min(n, len(ds)) for lang, ds in datasets.items() if ds is not None}
+        counts = {name: min(n, len(ds)) for name, ds in datasets.items() if ds is not None}
         self.validation_names = list(counts)
-        for lang, count in counts.items():
+        for name, count in counts.items():
             if count < parallel.dp_size():
                 raise ConfigError(
-                    f"'{lang}' validation has {count} samples for {parallel.dp_size()} data-parallel "
+                    f"'{name}' validation has {count} samples for {parallel.dp_size()} data-parallel "
                     "ranks: raise data.eval_samples (every rank needs one)"
                 )
         return [
             self._loader(
-                datasets[lang],
+                datasets[name],
                 EvalBatchSampler(count, self.cfg.micro_batch_size, parallel.dp_rank(), parallel.dp_size()),
             )
-            for lang, count in counts.items()
+            for name, count in counts.items()
         ]
 
     # ---------------------------------------------------------------- training
@@ -170,7 +170,7 @@ class FLMModel(ModelPT):
 
     # -------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {lang: [0.0, 0.0] for lang in self.validation_names}
+        self._val_sums = {name: [0.0, 0.0] for name in self.validation_names}
 
     def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
         loss, tokens = eval_sums(self.model, batch, self.cfg.micro_batch_size)
@@ -181,10 +181,10 @@ class FLMModel(ModelPT):
     def on_validation_epoch_end(self) -> None:
         if not self._val_sums:
             return
-        sums = torch.tensor([self._val_sums[lang] for lang in self.validation_names], dtype=torch.float64)
+        sums = torch.tensor([self._val_sums[name] for name in self.validation_names], dtype=torch.float64)
         parallel.all_reduce(sums, parallel.dp_group())
         metrics = {
-            f"val_loss_{lang}": (s[0] / s[1].clamp_min(1)).item() for lang, s in zip(self.validation_names, sums)
+            f"val_loss_{name}": (s[0] / s[1].clamp_min(1)).item() for name, s in zip(self.validation_names, sums)
         }
         metrics["val_loss"] = (sums[:, 0].sum() / sums[:, 1].sum().clamp_min(1)).item()
         # a stage that starts from growth validates its grown model before any step (training/run.py):
