@@ -9,6 +9,7 @@ is built or file written.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -26,7 +27,13 @@ __all__ = ["ConfigError"]  # re-exported from errors.py (which data/blend.py imp
 class ParallelConfig:
     tensor_model_parallel_size: int = 1
     pipeline_model_parallel_size: int = 1
+    # model chunks per pipeline stage (megatron's interleaved 1F1B schedule); null: one chunk
+    virtual_pipeline_model_parallel_size: Optional[int] = None
     sequence_parallel: bool = False
+    # auto: megatron on GPUs, local on CPU. megatron: megatron-core's DDP, distributed optimizer and
+    # pipeline schedules; local: a plain loop with torch AdamW, PP=1 (training/engine.py)
+    engine: str = "auto"
+    overlap_grad_reduce: bool = True  # megatron engine: DP gradient reduce overlapped with backward
     backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
 
 
@@ -69,6 +76,8 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.1
     clip_grad: float = 1.0
+    # a step whose loss or gradients hold NaN/Inf: stop (an error; the last checkpoint is kept) or skip its update
+    on_nonfinite: str = "stop"
     lr_warmup_samples: int = 0
     # cosine decay length of this stage, in samples; FLM's per-stage horizon is not published
     lr_decay_samples: int = 100_000
@@ -119,6 +128,9 @@ class ModelConfig:
     # backends
     transformer_impl: str = "local"  # local | transformer_engine
     attention_backend: str = "sdpa"  # sdpa | flash_attn | te
+    # activation recompute: null, or full (each layer's input kept, the layer recomputed in backward;
+    # megatron's uniform method, one layer per checkpoint). Megatron engine only.
+    recompute: Optional[str] = None
     params_dtype: str = "fp32"  # fp32 | bf16 | fp64 (fp64: CPU exactness checks)
     # batch
     micro_batch_size: int = 2
@@ -137,7 +149,8 @@ class StageConfig:
     """One stage of a staged growth run: its own shape, schedule, batch, layout and length."""
 
     name: str = "stage"
-    max_steps: int = 100
+    max_steps: Optional[int] = None  # null: the job's trainer.max_steps (e.g. from train_tokens)
+    train_tokens: Optional[float] = None  # this stage's token budget (the job's train_tokens)
     model: Dict[str, Any] = field(default_factory=dict)  # overrides of the job's model section
 
 
@@ -148,6 +161,7 @@ class GrowthRunConfig:
     depth_mode: str = "stack"  # stack | interleave | random
     init_std: Optional[float] = None  # std of new weight entries; None = the model's init_method_std
     seed: int = 4321
+    stop_after: Optional[str] = None  # a stage name: end the run once it is done (one launcher job per stage)
 
 
 @dataclass
@@ -158,11 +172,33 @@ class JobConfig:
     trainer: Dict[str, Any] = field(default_factory=dict)
     exp_manager: Dict[str, Any] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
+    # a token budget that step counts follow from: ${flm_steps:...} and ${flm_samples:...} in the YAML
+    train_tokens: Optional[float] = None
     stages: List[StageConfig] = field(default_factory=list)  # non-empty: a staged growth run
+    # named stage definitions (conf/stage/*.yaml) that `stages` entries interpolate
+    stage_defs: Dict[str, Any] = field(default_factory=dict)
+    # launcher jobs (conf/launcher/, scripts/launch.py): the SLURM job and the cluster; training ignores them
+    run: Dict[str, Any] = field(default_factory=dict)
+    cluster: Dict[str, Any] = field(default_factory=dict)
     growth: GrowthRunConfig = field(default_factory=GrowthRunConfig)
 
 
 JOB_SCHEMA = "flm_job_schema"
+
+
+def samples_for_tokens(tokens: float, seq_length: int) -> int:
+    """Whole samples of seq_length that cover a token budget."""
+    return math.ceil(float(tokens) / int(seq_length))
+
+
+def steps_for_tokens(tokens: float, seq_length: int, global_batch_size: int) -> int:
+    """Optimizer steps that cover a token budget (FLM: 245.37B tokens at 2304 x 2048 -> 52,001)."""
+    return math.ceil(samples_for_tokens(tokens, seq_length) / int(global_batch_size))
+
+
+# job YAMLs derive step counts from token budgets: ${flm_steps:${train_tokens},${model.seq_length},...}
+OmegaConf.register_new_resolver("flm_samples", samples_for_tokens, replace=True)
+OmegaConf.register_new_resolver("flm_steps", steps_for_tokens, replace=True)
 
 
 def register_schema() -> None:
@@ -175,6 +211,8 @@ def register_schema() -> None:
 
 def _schema_merge(schema: Any, cfg: Any, what: str) -> DictConfig:
     try:
+        if isinstance(cfg, DictConfig):  # resolved in its job, where `${train_tokens}` lives
+            cfg = OmegaConf.to_container(cfg, resolve=True)
         return OmegaConf.merge(OmegaConf.structured(schema), cfg)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
@@ -187,6 +225,14 @@ def load_model_config(cfg: Any) -> DictConfig:
     merged = _schema_merge(ModelConfig, cfg, "model")
     validate(merged)
     return merged
+
+
+def load_shape_config(cfg: Any) -> DictConfig:
+    """A `model:` section typed and validated without its growth start: the shape, layout and
+    training settings alone (what growth plans, reports and estimates compare)."""
+    if isinstance(cfg, DictConfig):  # resolved in its job, where `${train_tokens}` lives
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    return load_model_config({**cfg, "growth": {}})
 
 
 def _require(ok: bool, message: str) -> None:
@@ -230,10 +276,7 @@ def validate(cfg: Any) -> None:
         ffn_size(cfg) % tp == 0,
         f"ffn_hidden_size {ffn_size(cfg)} is not divisible by tensor_model_parallel_size {tp}",
     )
-    _require(
-        cfg.num_layers % pp == 0,
-        f"num_layers {cfg.num_layers} is not divisible by pipeline_model_parallel_size {pp}",
-    )
+    _validate_pipeline(cfg)
     _require(cfg.seq_length >= 2, f"seq_length must be >= 2, got {cfg.seq_length}")
     _require(cfg.vocab_size >= 1, f"vocab_size must be >= 1, got {cfg.vocab_size}")
     _require(
@@ -257,6 +300,7 @@ def validate(cfg: Any) -> None:
         (cfg.attention_backend == "te") == (cfg.transformer_impl == "transformer_engine"),
         "attention_backend 'te' goes with transformer_impl 'transformer_engine' and only with it",
     )
+    _require(cfg.recompute in (None, "full"), f"recompute must be null or full, got '{cfg.recompute}'")
     _require(
         cfg.params_dtype in ("fp32", "bf16", "fp64"),
         f"params_dtype must be fp32, bf16 or fp64, got '{cfg.params_dtype}'",
@@ -276,6 +320,10 @@ def validate(cfg: Any) -> None:
     _require(0.0 <= cfg.hidden_dropout < 1 and 0.0 <= cfg.attention_dropout < 1, "dropout must be in [0, 1)")
     _require(cfg.optim.lr >= cfg.optim.min_lr, f"optim.lr {cfg.optim.lr} < optim.min_lr {cfg.optim.min_lr}")
     _require(cfg.optim.lr_decay_samples > 0, "optim.lr_decay_samples must be > 0")
+    _require(
+        cfg.optim.on_nonfinite in ("stop", "skip"),
+        f"optim.on_nonfinite must be stop or skip, got '{cfg.optim.on_nonfinite}'",
+    )
     validate_ramp(cfg.growth, starts_grown=cfg.growth.init_from is not None)
     _require(
         cfg.growth.init_from is None or os.path.exists(os.path.expanduser(cfg.growth.init_from)),
@@ -283,6 +331,30 @@ def validate(cfg: Any) -> None:
         "(scripts/grow_checkpoint.py) or drop it",
     )
     _validate_data(cfg.data)
+
+
+def _validate_pipeline(cfg: Any) -> None:
+    par = cfg.parallel
+    pp, vp = par.pipeline_model_parallel_size, par.virtual_pipeline_model_parallel_size
+    _require(
+        par.engine in ("auto", "megatron", "local"),
+        f"parallel.engine must be auto | megatron | local, got '{par.engine}'",
+    )
+    _require(
+        vp is None or (vp >= 2 and pp >= 2),
+        f"virtual_pipeline_model_parallel_size {vp} needs pipeline_model_parallel_size >= 2 and a value >= 2 "
+        "(null: one model chunk per stage)",
+    )
+    chunks = pp * (vp or 1)
+    _require(
+        cfg.num_layers % chunks == 0,
+        f"num_layers {cfg.num_layers} is not divisible by pipeline_model_parallel_size x virtual stages = {chunks}",
+    )
+    _require(
+        pp == 1 or not cfg.tie_word_embeddings,
+        "tie_word_embeddings with pipeline_model_parallel_size > 1 is not supported (the output layer would live on "
+        "another stage than the embedding): untie them (FLM's default) or use PP=1",
+    )
 
 
 def validate_ramp(growth: Any, starts_grown: bool) -> None:

@@ -33,25 +33,16 @@ def initialize(par: Any, seed: int = 1234) -> None:
         else:  # launched by torchrun: MASTER_ADDR/MASTER_PORT/RANK from the environment
             dist.init_process_group(_backend(par.backend), rank=int(os.environ["RANK"]), world_size=world)
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
-    if pp > 1 and not torch.cuda.is_available():
-        raise NotImplementedError(
-            "pipeline_model_parallel_size > 1 needs GPUs (megatron's schedules are CUDA-only): use PP=1 on CPU"
-        )
-    if par.sequence_parallel and not torch.cuda.is_available():
-        raise NotImplementedError(
-            "sequence_parallel needs GPUs (megatron's sequence-parallel collectives allocate on CUDA): "
-            "turn it off on CPU"
-        )
+    vp = par.virtual_pipeline_model_parallel_size
     check_world_size(dist.get_world_size(), tp, pp)
     if parallel_state.model_parallel_is_initialized():
-        if (
-            parallel_state.get_tensor_model_parallel_world_size(),
-            parallel_state.get_pipeline_model_parallel_world_size(),
-        ) == (tp, pp):
+        if (tp_size(), pp_size(), parallel_state.get_virtual_pipeline_model_parallel_world_size()) == (tp, pp, vp):
             seed_everything(seed)
             return
         parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, virtual_pipeline_model_parallel_size=vp
+    )
     seed_everything(seed)
 
 
@@ -100,6 +91,23 @@ def tp_size() -> int:
     return parallel_state.get_tensor_model_parallel_world_size()
 
 
+def pp_rank() -> int:
+    return parallel_state.get_pipeline_model_parallel_rank()
+
+
+def pp_size() -> int:
+    return parallel_state.get_pipeline_model_parallel_world_size()
+
+
+def pp_group():
+    return parallel_state.get_pipeline_model_parallel_group()
+
+
+def mp_group():
+    """The model-parallel group (TP x PP): the ranks that together hold one model replica."""
+    return parallel_state.get_model_parallel_group()
+
+
 def all_reduce(tensor: torch.Tensor, group=None) -> torch.Tensor:
     """Sum over a group (no-op for a group of one)."""
     if dist.get_world_size(group) > 1:
@@ -146,5 +154,5 @@ def barrier(group=None) -> None:
         dist.barrier(group=group)
 
 
-def tp_barrier() -> None:
-    barrier(tp_group())
+def mp_barrier() -> None:
+    barrier(mp_group())

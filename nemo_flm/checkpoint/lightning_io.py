@@ -1,35 +1,41 @@
-"""Lightning checkpoints as sharded directories, so TP > 1 runs can save, resume and be grown.
+"""Lightning checkpoints as sharded directories, so any layout can save, resume and be grown.
 
 A checkpoint `<name>.ckpt` is written as the directory `<name>/` (NeMo's convention for
 distributed checkpoints, which exp_manager's resume and top-k bookkeeping already understand):
 
-    index.json, model/, exp_avg/, exp_avg_sq/   weights and Adam moments (checkpoint/shards.py)
+    index.json, model/, exp_avg/, exp_avg_sq/   weights and Adam moments (checkpoint/shards.py);
+    main_param/                                  fp32 main weights of a bf16 run (megatron engine)
     trainer_state.pt                            everything else Lightning saves (loops, callbacks,
                                                  schedulers, hyper-parameters, Adam steps)
 
-FLMModel.on_save_checkpoint keys the optimizer state by parameter name and records the TP layout
-(`flm_tp_layout`, key_optimizer_state_by_name); every tensor-parallel rank of data-parallel rank 0 calls save_checkpoint
-(FLMStrategy) and writes its own shards into `<name>.partial/`, which TP rank 0 renames when all
-are done. Loading reads this rank's shards at the current TP size, whatever TP wrote them.
+FLMModel.on_save_checkpoint keys weights and optimizer state by their names in the whole model
+(global layer numbers, key_checkpoint_by_global_name) and records the TP layout; every
+model-parallel rank (TP x PP) of data-parallel rank 0 calls save_checkpoint (FLMStrategy) and
+writes its own shards into `<name>.partial/`; the first rank merges the stages' indexes and
+renames the folder when all are done. Loading (read_this_rank) reads this rank's layers at its TP
+shard, whatever TP and PP wrote them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from nemo.utils.model_utils import ckpt_to_dir
 
 from nemo_flm import parallel
 from nemo_flm.atomic import discard, partial_path, publish
-from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
-from nemo_flm.model.sharding import partition_dims
+from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter, merge_tables
+from nemo_flm.model.sharding import global_names, partition_dims
 from nemo_flm.training.optim import optimizer_param_names, state_by_index, state_by_name
 
 TRAINER_STATE = "trainer_state.pt"
-LAYOUT = "flm_tp_layout"
+LAYOUT = "flm_layout"
+SHARDS = "flm_shards"  # the directory a loaded checkpoint's tensors are read from
 
 
 def checkpoint_dir(path) -> str:
@@ -49,37 +55,92 @@ def read_trainer_state(path) -> Dict[str, Any]:
     return torch.load(state_file, map_location="cpu", weights_only=False)
 
 
-def key_optimizer_state_by_name(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
-    """Before saving: optimizer state keyed by parameter name (valid at any TP size and after
-    growth) and this rank's TP layout; `network` is what the state dict holds under `prefix`."""
-    names = optimizer_param_names(network, prefix)
-    checkpoint["optimizer_states"] = [state_by_name(s, names) for s in checkpoint.get("optimizer_states", [])]
+def checkpoint_problem(path) -> Optional[str]:
+    """Why the checkpoint at `path` cannot be resumed from (one line), or None when it is whole:
+    its trainer state loads and every tensor file the index names opens completely."""
+    try:
+        read_trainer_state(path)
+        ShardReader(checkpoint_dir(path)).verify()
+    except Exception as err:  # noqa: BLE001 - whatever fails, the checkpoint is unusable
+        return str(err).splitlines()[0]
+    return None
+
+
+def last_good_checkpoint(path) -> Optional[str]:
+    """`path` if whole; otherwise the newest whole checkpoint beside it (logging why `path` is
+    not used), or None. Staging folders of interrupted writes (`.partial`) are never candidates."""
+    problem = checkpoint_problem(path)
+    if problem is None:
+        return str(path)
+    folder = os.path.dirname(checkpoint_dir(path))
+    candidates = [
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if os.path.isdir(os.path.join(folder, name)) and not name.endswith(".partial")
+    ]
+    candidates = sorted(candidates, key=os.path.getmtime, reverse=True)
+    fallback = next((c for c in candidates if c != checkpoint_dir(path) and checkpoint_problem(c) is None), None)
+    logging.warning(
+        "not resuming from %s: %s; %s",
+        checkpoint_dir(path),
+        problem,
+        f"resuming from {fallback}" if fallback else "no other whole checkpoint",
+    )
+    return fallback
+
+
+def key_checkpoint_by_global_name(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
+    """Before saving: weights and optimizer state keyed by their names in the whole model (valid at
+    any TP and PP size, and after growth) and this rank's layout; `network` is what the state dict
+    holds under `prefix`."""
+    names = global_names(network, prefix)
+    order = [names[n] for n in optimizer_param_names(network, prefix)]
+    checkpoint["state_dict"] = {names.get(k, k): v for k, v in checkpoint["state_dict"].items()}
+    checkpoint["optimizer_states"] = [state_by_name(s, order) for s in checkpoint.get("optimizer_states", [])]
     checkpoint[LAYOUT] = {
         "tp_rank": parallel.tp_rank(),
         "tp_size": parallel.tp_size(),
-        "partition_dims": partition_dims(network, prefix),
+        "partition_dims": {names[k]: d for k, d in partition_dims(network, prefix).items()},
     }
 
 
-def key_optimizer_state_by_number(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
-    """After loading: optimizer state keyed by number again, as optimizer.load_state_dict wants."""
-    names = optimizer_param_names(network, prefix)
-    checkpoint["optimizer_states"] = [state_by_index(s, names) for s in checkpoint.get("optimizer_states", [])]
+def read_this_rank(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
+    """After loading: this rank's tensors (its pipeline stage's layers, at its TP shard) under the
+    network's own names, and the optimizer state keyed by number, as Lightning loads them."""
+    reader = ShardReader(checkpoint.pop(SHARDS))
+    names = global_names(network, prefix)
+    rank, size = parallel.tp_rank(), parallel.tp_size()
+    saved = checkpoint["state_dict"]  # the non-tensor entries (megatron's empty _extra_state)
+    checkpoint["state_dict"] = {
+        local: reader.read(MODEL, name, rank, size) if name in reader.tensors[MODEL] else saved[name]
+        for local, name in names.items()
+        if name in reader.tensors[MODEL] or name in saved
+    }
+    order = [names[n] for n in optimizer_param_names(network, prefix)]
+    moments = [key for key in reader.tensors if key != MODEL]
+    for opt in checkpoint.get("optimizer_states", []):
+        for name in order:
+            if name in opt["state"]:
+                opt["state"][name].update(
+                    {m: reader.read(m, name, rank, size) for m in moments if name in reader.tensors[m]}
+                )
+    checkpoint["optimizer_states"] = [state_by_index(s, order) for s in checkpoint.get("optimizer_states", [])]
 
 
 class FLMCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         if LAYOUT not in checkpoint:
             raise ValueError(
-                "this checkpoint has no tensor-parallel layout (FLMModel.on_save_checkpoint did not run): "
+                "this checkpoint has no layout (FLMModel.on_save_checkpoint did not run): "
                 "weights-only Lightning checkpoints are not supported, use the .nemo instead"
             )
         layout = checkpoint[LAYOUT]
         root = checkpoint_dir(path)
         staging = partial_path(root)
-        if layout["tp_rank"] == 0:
+        first = parallel.tp_rank() == 0 and parallel.pp_rank() == 0
+        if first:
             discard(staging)
-        parallel.tp_barrier()
+        parallel.mp_barrier()
         writer = ShardWriter(staging, layout["tp_rank"], layout["tp_size"])
         rest = dict(checkpoint)
         rest["state_dict"] = writer.add_tensors(MODEL, checkpoint["state_dict"].items(), layout["partition_dims"])
@@ -87,11 +148,13 @@ class FLMCheckpointIO(TorchCheckpointIO):
             self._write_optimizer(writer, opt, layout["partition_dims"])
             for opt in checkpoint.get("optimizer_states", [])
         ]
-        if layout["tp_rank"] == 0:
+        merge_tables(writer, parallel.pp_group())
+        rest = _merge_stages(rest)
+        if first:
             torch.save(rest, os.path.join(staging, TRAINER_STATE))
             writer.write_index()
-        parallel.tp_barrier()
-        if layout["tp_rank"] == 0:
+        parallel.mp_barrier()
+        if first:
             publish(staging, root)
 
     @staticmethod
@@ -111,21 +174,35 @@ class FLMCheckpointIO(TorchCheckpointIO):
     def load_checkpoint(
         self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
     ) -> Dict[str, Any]:
-        """The checkpoint with this rank's shards at the current TP size."""
+        """The trainer state; the tensors are read by FLMModel.on_load_checkpoint (read_this_rank),
+        which knows which layers and shards this rank holds."""
         checkpoint = read_trainer_state(path)
-        reader = ShardReader(checkpoint_dir(path))
-        rank, size = parallel.tp_rank(), parallel.tp_size()
-        checkpoint["state_dict"].update({n: reader.read(MODEL, n, rank, size) for n in reader.names(MODEL)})
-        for opt in checkpoint.get("optimizer_states", []):
-            for name, entries in opt["state"].items():
-                entries.update(
-                    {
-                        key: reader.read(key, name, rank, size)
-                        for key in reader.tensors
-                        if key != MODEL and name in reader.tensors[key]
-                    }
-                )
+        checkpoint[SHARDS] = checkpoint_dir(path)
         return checkpoint
 
     def remove_checkpoint(self, path) -> None:
         discard(checkpoint_dir(path))
+
+
+def _merge_stages(rest: Dict[str, Any]) -> Dict[str, Any]:
+    """The union of the pipeline stages' trainer states: their state-dict entries and per-parameter
+    optimizer scalars are keyed by global name, so one file describes the whole model."""
+    if parallel.pp_size() == 1:
+        return rest
+    stages: List[Dict[str, Any]] = [None] * parallel.pp_size()
+    dist.all_gather_object(stages, rest, group=parallel.pp_group())
+    merged = dict(stages[0])
+    merged["state_dict"] = {k: v for stage in stages for k, v in stage["state_dict"].items()}
+    merged["optimizer_states"] = [
+        _merge_optimizer([stage["optimizer_states"][i] for stage in stages])
+        for i in range(len(merged["optimizer_states"]))
+    ]
+    return merged
+
+
+def _merge_optimizer(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
+    groups = [
+        {**group, "params": [n for part in parts for n in part["param_groups"][i]["params"]]}
+        for i, group in enumerate(parts[0]["param_groups"])
+    ]
+    return {**parts[0], "state": {k: v for part in parts for k, v in part["state"].items()}, "param_groups": groups}

@@ -21,6 +21,7 @@ import os
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import torch
+import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -125,31 +126,59 @@ class ShardReader:
             pieces.append(self._slice(_file(self.root, group, name, shard), tuple(index)))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)
 
+    def verify(self) -> None:
+        """Open every file the index names (safetensors checks that a file covers its header):
+        raises naming the first missing or truncated one."""
+        for group, table in self.tensors.items():
+            for name, info in table.items():
+                split = info["partition_dim"] is not None and self.tp_size > 1
+                for shard in range(self.tp_size) if split else [None]:
+                    path = _file(self.root, group, name, shard)
+                    try:
+                        with safe_open(path, framework="pt"):
+                            pass
+                    except Exception as err:  # noqa: BLE001 - any failure to open means unusable
+                        raise ValueError(f"'{path}' is missing or corrupt ({err})") from None
+
     @staticmethod
     def _slice(path: str, index) -> Tensor:
         with safe_open(path, framework="pt") as handle:
             return handle.get_tensor("t") if index is None else handle.get_slice("t")[index]
 
-    def group(self, name: str, prefix: str = "") -> "LazyGroup":
-        return LazyGroup(self, name, prefix)
+    def group(self, name: str, prefix: str = "", tp_rank: int = 0, tp_size: int = 1) -> "LazyGroup":
+        return LazyGroup(self, name, prefix, tp_rank, tp_size)
 
 
 class LazyGroup(Mapping[str, Tensor]):
-    """A group's full tensors whose names start with `prefix`, keyed without it, each read only
-    when asked for (memory-mapped when the directory's tp_size is 1)."""
+    """A group's tensors whose names start with `prefix`, keyed without it, each read only when
+    asked for: whole (memory-mapped when the directory's tp_size is 1), or as shard `tp_rank`
+    of `tp_size`."""
 
-    def __init__(self, reader: ShardReader, group: str, prefix: str = ""):
+    def __init__(self, reader: ShardReader, group: str, prefix: str = "", tp_rank: int = 0, tp_size: int = 1):
         self.reader, self.group_name, self.prefix = reader, group, prefix
+        self.tp_rank, self.tp_size = tp_rank, tp_size
         self._keys = [n[len(prefix) :] for n in reader.names(group) if n.startswith(prefix)]
 
     def __getitem__(self, name: str) -> Tensor:
-        return self.reader.read(self.group_name, self.prefix + name)
+        return self.reader.read(self.group_name, self.prefix + name, self.tp_rank, self.tp_size)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
 
     def __len__(self) -> int:
         return len(self._keys)
+
+
+def merge_tables(writer: ShardWriter, group) -> None:
+    """Under pipeline parallelism each stage writes its own layers: give every writer of `group`
+    (the pipeline group) all stages' tensor tables, so that one of them writes the whole index."""
+    if group is None or dist.get_world_size(group) == 1:
+        return
+    tables: List[Any] = [None] * dist.get_world_size(group)
+    dist.all_gather_object(tables, writer.tensors, group=group)
+    for table in tables:
+        for name, entries in table.items():
+            writer.tensors.setdefault(name, {}).update(entries)
 
 
 def consolidate(src: ShardReader, dst: str, groups: List[str]) -> ShardReader:

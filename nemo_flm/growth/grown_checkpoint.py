@@ -23,6 +23,8 @@ from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
 from nemo_flm.config import ConfigError, ffn_size
 from nemo_flm.growth.optimizer_state import MOMENTS
 from nemo_flm.growth.plan import GrowthPlan
+from nemo_flm.model.sharding import global_names
+from nemo_flm.training.optim import optimizer_param_names
 
 
 def write_grown_checkpoint(
@@ -81,22 +83,28 @@ def read_grown_meta(path: str) -> Dict[str, Any]:
     return meta
 
 
-def copy_weights(model: torch.nn.Module, path: str) -> None:
-    """Copy the grown weights into `model` (this rank's TP shards), one tensor at a time."""
+def copy_weights(network: torch.nn.Module, path: str) -> None:
+    """Copy the grown weights into `network` (this rank's layers at its TP shard), one tensor at a time."""
     reader = ShardReader(path)
+    names = global_names(network)
     rank, size = parallel.tp_rank(), parallel.tp_size()
     with torch.no_grad():
-        for name, param in model.named_parameters():
-            param.copy_(reader.read(MODEL, name, rank, size))
+        for name, param in network.named_parameters():
+            param.copy_(reader.read(MODEL, names[name], rank, size))
 
 
-def load_adam(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str) -> None:
-    """Install the grown Adam state (if the checkpoint has one) into an optimizer over `model`."""
+def load_adam(network: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str) -> None:
+    """Install the grown Adam state (if the checkpoint has one) into an engine's optimizer over
+    `network`, through its state dict (torch AdamW's, or megatron's seen through the adapter)."""
     reader = ShardReader(path)
     step = reader.meta["adam_step"]
     if step is None:
         return
+    names = global_names(network)
     rank, size = parallel.tp_rank(), parallel.tp_size()
-    for name, param in model.named_parameters():
-        moments = {m: reader.read(m, name, rank, size).clone() for m in MOMENTS}
-        optimizer.state[param] = {"step": torch.tensor(step), **moments}
+    state = optimizer.state_dict()
+    state["state"] = {
+        index: {"step": torch.tensor(step), **{m: reader.read(m, names[name], rank, size) for m in MOMENTS}}
+        for index, name in enumerate(optimizer_param_names(network))
+    }
+    optimizer.load_state_dict(state)

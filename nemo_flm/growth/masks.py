@@ -144,13 +144,13 @@ def check_ramp_layout(cfg: Any) -> None:
         )
 
 
-def masked_block_spec(cfg: Any, masks: GrowthMasks) -> TransformerBlockSubmodules:
+def masked_block_spec(cfg: Any, masks: GrowthMasks, vp_stage: Optional[int] = None) -> TransformerBlockSubmodules:
     """The decoder block during an MSG ramp: masked leaves in the unfused local spec, one layer
     spec per layer of this pipeline stage (megatron's offset and count) so that new layers know
     they are new."""
     check_ramp_layout(cfg)
     tcfg = transformer_config(cfg)
-    first = get_transformer_layer_offset(tcfg)
+    first = get_transformer_layer_offset(tcfg, vp_stage=vp_stage)
 
     def leaf(module, **params) -> ModuleSpec:
         return ModuleSpec(module=module, params={"masks": masks, **params})
@@ -166,16 +166,16 @@ def masked_block_spec(cfg: Any, masks: GrowthMasks) -> TransformerBlockSubmodule
             leaf(MaskedFC1),
             leaf(MaskedResidualOut, new_layer=i in masks.plan.new_layers),
         )
-        for i in range(first, first + get_num_layers_to_build(tcfg))
+        for i in range(first, first + get_num_layers_to_build(tcfg, vp_stage=vp_stage))
     ]
     return flm_block_spec(layers, final_norm=leaf(MaskedLayerNorm))
 
 
-def build_masked_model(cfg: Any, masks: GrowthMasks) -> torch.nn.Module:
+def build_masked_model(cfg: Any, masks: GrowthMasks, vp_stage: Optional[int] = None) -> torch.nn.Module:
     """The grown model with MSG masks: masked block leaves, and the embedding output masked on
     new hidden coordinates by a forward hook (the embedding is not a spec leaf in GPTModel; only
     the first pipeline stage has it)."""
-    model = build_model(cfg, block=masked_block_spec(cfg, masks))
+    model = build_model(cfg, vp_stage, block=masked_block_spec(cfg, masks, vp_stage))
     if not model.pre_process:
         return model
 

@@ -26,7 +26,7 @@ from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import checkpoint_dir, read_trainer_state
 from nemo_flm.checkpoint.nemo_file import WEIGHTS
 from nemo_flm.checkpoint.shards import ShardReader, consolidate
-from nemo_flm.config import ConfigError, ffn_size, load_model_config
+from nemo_flm.config import ConfigError, ffn_size, load_shape_config
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
@@ -94,7 +94,7 @@ def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
     if not os.path.exists(src) and not os.path.exists(src.removesuffix(".ckpt")):
         raise FileNotFoundError(f"checkpoint '{src}' not found")
     reader, cfg, state = _open(src, workdir)
-    model_cfg = load_model_config({**cfg, "growth": {}})
+    model_cfg = load_shape_config(cfg)
     for name, param in _skeleton(model_cfg).named_parameters():
         key = PREFIX + name
         if key not in reader.names("model") or reader.shape("model", key) != _full_shape(param):
@@ -119,7 +119,7 @@ def grow_checkpoint(
     """Grow checkpoint `src` to `new_model_cfg`, writing the grown checkpoint directory `out`."""
     if os.path.exists(out):
         raise FileExistsError(f"output '{out}' exists: choose another --output or delete it")
-    new_cfg = load_model_config({**new_model_cfg, "growth": {}})
+    new_cfg = load_shape_config(new_model_cfg)
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(out))) as workdir:
         ckpt = read_checkpoint(src, workdir)
         plan = make_plan(ckpt.config, new_cfg, depth_mode)

@@ -19,7 +19,7 @@ import os
 from typing import Any, Dict, List
 
 from nemo_flm.atomic import atomic_output
-from nemo_flm.config import load_model_config
+from nemo_flm.config import load_shape_config
 from nemo_flm.training.curves import Panel, read_scalars, save_panels
 from nemo_flm.training.flops import train_flops_per_token
 
@@ -64,7 +64,7 @@ def _final_val_loss(train: List[tuple], val: List[tuple]):
 
 def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> str:
     """Write growth_report.json/.png in out_dir; returns the JSON path."""
-    data = curve(stage_dirs, [load_model_config({**c, "growth": {}}) for c in model_cfgs])
+    data = curve(stage_dirs, [load_shape_config(c) for c in model_cfgs])
     data["growths"] = [
         {
             "at_tokens": a["end_tokens"],

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import read_trainer_state
-from nemo_flm.config import ConfigError, check_ramp_fits, load_model_config, validate_ramp
+from nemo_flm.config import ConfigError, check_ramp_fits, load_shape_config, validate_ramp
 from nemo_flm.data.blend import check_blend_files
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
 from nemo_flm.growth.masks import check_ramp_layout
@@ -33,14 +33,18 @@ from nemo_flm.growth.report import write_report
 def stage_job(cfg: DictConfig, index: int) -> DictConfig:
     """The plain job config of stage `index` (its exp_manager directory, shape and length)."""
     stage = cfg.stages[index]
-    job = copy.deepcopy(OmegaConf.masked_copy(cfg, ["name", "trainer", "exp_manager", "model"]))
+    job = copy.deepcopy(OmegaConf.masked_copy(cfg, ["name", "trainer", "exp_manager", "model", "train_tokens"]))
     job.model = OmegaConf.merge(cfg.model, stage.model)
-    job.trainer.max_steps = stage.max_steps
+    if stage.train_tokens is not None:  # the job's token-derived step counts follow
+        job.train_tokens = stage.train_tokens
+    if stage.max_steps is not None:
+        job.trainer.max_steps = stage.max_steps
     job.exp_manager.exp_dir = os.path.join(cfg.exp_manager.get("exp_dir", "nemo_experiments"), cfg.name)
     job.exp_manager.name = stage.name
     if index > 0:
         # beside, not inside, the stage directory: exp_manager moves files found there into run_N/
         job.model.growth.init_from = os.path.join(job.exp_manager.exp_dir, f"{stage.name}.grown")
+    OmegaConf.resolve(job)  # token budgets -> step counts, in the stage's own terms
     return job
 
 
@@ -94,10 +98,13 @@ def validate_stages(cfg: DictConfig) -> None:
     """Every stage config valid, each one a growth of the previous, before any training starts."""
     if not cfg.stages:
         raise ConfigError("a staged run needs a non-empty `stages` list")
+    names = [stage.name for stage in cfg.stages]
+    if cfg.growth.stop_after is not None and cfg.growth.stop_after not in names:
+        raise ConfigError(f"growth.stop_after '{cfg.growth.stop_after}' is not a stage: one of {names}")
     models: List[Any] = []
     for index in range(len(cfg.stages)):
         job = stage_job(cfg, index)
-        models.append(load_model_config({**job.model, "growth": {}}))
+        models.append(load_shape_config(job.model))
         check_vocab_covers_tokenizer(models[-1])
         check_blend_files(models[-1].data)
         if index > 0:
@@ -118,7 +125,7 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
         if not os.path.exists(done_marker(job)):
             if index > 0:  # rank 0 writes the grown checkpoint; the others find it done
                 # the process group rank_zero_first waits in (not yet up when a re-run skips stage 1)
-                parallel.initialize(load_model_config({**job.model, "growth": {}}).parallel, job.model.seed)
+                parallel.initialize(load_shape_config(job.model).parallel, job.model.seed)
                 parallel.rank_zero_first(functools.partial(grow_stage, cfg, index))
             _, trainer, _ = train_fn(job, callbacks=callbacks)
             if trainer.global_step < job.trainer.max_steps:
@@ -126,6 +133,8 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
             with open(done_marker(job), "w") as handle:
                 handle.write(f"{trainer.global_step}\n")
         nemos.append(stage_nemo(job))
+        if cfg.growth.stop_after == job.exp_manager.name and index < len(cfg.stages) - 1:
+            return nemos  # the launcher's job for this stage ends here; the next job continues
     if parallel.is_rank_zero():
         jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
         write_report(jobs[0].exp_manager.exp_dir, [stage_dir(j) for j in jobs], [j.model for j in jobs])

@@ -1,9 +1,11 @@
 """FLMModel: the NeMo ModelPT that wires Lightning and exp_manager to the FLM functions.
 
-It does no math and no collectives itself: the network is built by model/builder.py, a step is
-training/step.py, data comes from data/datasets.py and process groups from parallel.py.
-Optimization is manual (one optimizer step per Lightning step, micro-batches inside), so the same
-step function runs on CPU and GPU and gradient clipping is TP-correct.
+It does no math itself: the network (this rank's model chunks) is built by model/builder.py, a
+step is run by an engine (training/engine.py: megatron-core's DDP, distributed optimizer and
+pipeline schedules on GPUs, a plain loop on CPU), data comes from data/datasets.py and process
+groups from parallel.py. Optimization is manual: one optimizer step per Lightning step, with the
+micro-batches inside the engine. Its one collective, the validation sums' reduce over data
+parallel, runs on the model's device.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.lightning_io import key_optimizer_state_by_name, key_optimizer_state_by_number
+from nemo_flm.checkpoint.lightning_io import key_checkpoint_by_global_name, read_this_rank
 from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.data.blend import Dataset
@@ -29,10 +31,11 @@ from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, da
 from nemo_flm.data.sampler import EvalBatchSampler, PretrainingBatchSampler
 from nemo_flm.growth.grown_checkpoint import load_adam
 from nemo_flm.growth.ramp import MaskRamp, start_from_grown
-from nemo_flm.model.builder import build_model
+from nemo_flm.model.builder import as_network, build_chunks, model_chunks
+from nemo_flm.training.engine import build_engine, eval_sums
 from nemo_flm.training.flops import train_flops_per_token
-from nemo_flm.training.optim import build_optimizer, build_scheduler
-from nemo_flm.training.step import eval_sums, train_step
+from nemo_flm.training.nonfinite import NonFiniteError
+from nemo_flm.training.optim import build_scheduler
 from nemo_flm.training.throughput import throughput_monitor
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
@@ -61,11 +64,13 @@ class FLMModel(ModelPT):
             self._ramp = MaskRamp(masks, cfg.growth.grow_steps) if masks is not None else None
             self._cfg.growth.init_from = None  # the weights now live in the model: a .nemo restores as a plain model
         else:
-            self.model = build_model(cfg)
+            self.model = as_network(build_chunks(cfg))
+        self._engine = None  # built with the optimizer (configure_optimizers), after the move to the device
+        self.skipped_updates = 0  # steps whose update was skipped (non-finite, optim.on_nonfinite: skip)
         self.automatic_optimization = False
         self.consumed_samples = self._sample_offset
         self.validation_names: List[str] = []
-        self._val_sums: Dict[str, List[float]] = {}
+        self._val_sums: Dict[str, torch.Tensor] = {}
         self._data_blend: Optional[List[Dataset]] = None
 
     @property
@@ -146,43 +151,57 @@ class FLMModel(ModelPT):
 
     # ---------------------------------------------------------------- training
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model, self.cfg.optim)
+        self._engine = build_engine(model_chunks(self.model), self.cfg)
+        optimizer = self._engine.optimizer
         if self.grown_from is not None:  # replaced by the checkpoint's state when resuming
             load_adam(self.model, optimizer, self.grown_from)
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.cfg.global_batch_size)
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
+    def replace_network(self, network: torch.nn.Module) -> None:
+        """Swap in a network holding the very same parameters (the MSG fold, growth/ramp.py)."""
+        self.model = network
+        if self._engine is not None:
+            self._engine.rebind(model_chunks(network))
+
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        stats = train_step(self.model, batch, self.cfg.micro_batch_size, self.optimizers(), self.cfg.optim.clip_grad)
+        step = self.trainer.global_step + 1
+        try:
+            loss, grad_norm = self._engine.train_step(batch, self.optimizers().step)
+        except NonFiniteError as err:
+            raise NonFiniteError(f"step {step}: {err}") from None
+        if self._engine.skipped:
+            logging.warning("step %d: non-finite loss or gradients: update skipped (optim.on_nonfinite: skip)", step)
+            self.skipped_updates += 1
         scheduler = self.lr_schedulers()
         lr = scheduler.get_last_lr()[0]
         scheduler.step()
         self.consumed_samples += self.cfg.global_batch_size
         metrics = {
-            "train_loss": stats.loss,
+            "train_loss": loss,
             "lr": lr,
-            "grad_norm": stats.grad_norm,
+            "grad_norm": grad_norm,
             "consumed_samples": float(self.consumed_samples),
+            "skipped_updates": float(self.skipped_updates),
         }
         self.log_dict(metrics, prog_bar=False, batch_size=1)
-        self.log("loss", stats.loss, prog_bar=True, logger=False, batch_size=1)
-        return torch.tensor(stats.loss)
+        self.log("loss", loss, prog_bar=True, logger=False, batch_size=1)
+        return torch.tensor(loss)
 
     # -------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = {name: [0.0, 0.0] for name in self.validation_names}
+        self._val_sums = {}
 
     def validation_step(self, batch: Dict[str, torch.Tensor], batch_idx: int, dataloader_idx: int = 0) -> None:
-        loss, tokens = eval_sums(self.model, batch, self.cfg.micro_batch_size)
-        sums = self._val_sums[self.validation_names[dataloader_idx]]
-        sums[0] += loss
-        sums[1] += tokens
+        name = self.validation_names[dataloader_idx]
+        sums = eval_sums(model_chunks(self.model), batch, self.cfg).double()
+        self._val_sums[name] = self._val_sums[name] + sums if name in self._val_sums else sums
 
     def on_validation_epoch_end(self) -> None:
         if not self._val_sums:
             return
-        sums = torch.tensor([self._val_sums[name] for name in self.validation_names], dtype=torch.float64)
-        parallel.all_reduce(sums, parallel.dp_group())
+        sums = torch.stack([self._val_sums[name] for name in self.validation_names])
+        sums = parallel.all_reduce(sums, parallel.dp_group()).cpu()
         metrics = {
             f"val_loss_{name}": (s[0] / s[1].clamp_min(1)).item() for name, s in zip(self.validation_names, sums)
         }
@@ -196,10 +215,10 @@ class FLMModel(ModelPT):
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        """Adam state keyed by parameter name and the TP layout, for the sharded checkpoint
-        (checkpoint/lightning_io.py) that any TP size can resume or grow from."""
+        """Weights and Adam state keyed by global name and the TP layout, for the sharded checkpoint
+        (checkpoint/lightning_io.py) that any layout can resume or grow from."""
         checkpoint["consumed_samples"] = self.consumed_samples
-        key_optimizer_state_by_name(checkpoint, self.model)
+        key_checkpoint_by_global_name(checkpoint, self.model)
         # Lightning saves its logging step before incrementing it for the current batch, so a
         # resumed run would log every step one behind the uninterrupted run (and overwrite the
         # last logged one); with one optimizer step per batch it equals global_step.
@@ -209,7 +228,7 @@ class FLMModel(ModelPT):
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self.consumed_samples = int(checkpoint.get("consumed_samples", 0))
-        key_optimizer_state_by_number(checkpoint, self.model)
+        read_this_rank(checkpoint, self.model)
 
     def save_to(self, save_path: str) -> None:
         """Every rank takes part (each TP rank writes its shards); the .nemo is written under a

@@ -1,9 +1,10 @@
 """AdamW with FLM's settings, NeMo's cosine schedule, and a TP-correct gradient clip.
 
 Weight decay applies to matrices (linear weights, embeddings, output layer) and not to biases or
-LayerNorm parameters. megatron-core's grad-norm helper is CUDA-only, so the norm is computed
-here: tensor-parallel shards count on every rank, replicated parameters on TP rank 0 only, and the
-squares are summed over the model-parallel group, so the norm equals the TP=1 norm.
+LayerNorm parameters. The local engine's gradient norm (megatron's helper is CUDA-only):
+tensor-parallel shards count on every rank, replicated parameters on TP rank 0 only, and the
+squares are summed over the model-parallel group, so the norm equals the TP=1 norm. The megatron
+engine uses megatron's own clip inside its optimizer.
 """
 
 from __future__ import annotations
@@ -76,11 +77,11 @@ def _counts_on_this_rank(param: torch.Tensor) -> bool:
 
 
 def grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Global L2 norm of the gradients across the model-parallel group (fp32)."""
-    squares = torch.zeros((), dtype=torch.float32)
-    for param in params:
-        if param.grad is not None and _counts_on_this_rank(param):
-            squares = squares + param.grad.detach().float().pow(2).sum().cpu()
+    """Global L2 norm of the gradients across the model-parallel group (fp32), on the gradients'
+    device (the one the process group's backend serves), with no host sync."""
+    grads = [p.grad.detach().float() for p in params if p.grad is not None and _counts_on_this_rank(p)]
+    device = grads[0].device if grads else torch.device("cpu")
+    squares = torch.stack([g.pow(2).sum() for g in grads]).sum() if grads else torch.zeros((), device=device)
     parallel.all_reduce(squares, parallel_state.get_model_parallel_group())
     return squares.sqrt()
 
@@ -89,9 +90,7 @@ def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Ten
     """Scale gradients so the global norm is at most max_norm; returns the norm before clipping."""
     params = [p for p in params if p.grad is not None]
     norm = grad_norm(params)
-    if max_norm > 0:
-        coeff = max_norm / (norm.item() + 1e-6)
-        if coeff < 1.0:
-            for param in params:
-                param.grad.mul_(coeff)
+    if max_norm > 0 and params:
+        coeff = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_([p.grad for p in params], coeff.to(params[0].grad.dtype))
     return norm

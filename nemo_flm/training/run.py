@@ -5,6 +5,7 @@ scripts/train.py calls this after Hydra composed the config; tests call it direc
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Iterable, Tuple
 
@@ -13,11 +14,12 @@ from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
-from nemo_flm.config import check_ramp_fits, load_model_config
+from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, checkpoint_problem, last_good_checkpoint
+from nemo_flm.config import ConfigError, check_ramp_fits, load_model_config
 from nemo_flm.data.blend import check_blend_files
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
 from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint
+from nemo_flm.training.engine import resolve_engine
 from nemo_flm.training.flm_model import FLMModel
 from nemo_flm.training.strategy import FLMStrategy
 from nemo_flm.training.summary import start_lines, summarize, summary_lines
@@ -43,6 +45,8 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     trainer = pl.Trainer(callbacks=list(callbacks), **trainer_kwargs)
     # a copy: exp_manager writes into the config it is given
     log_dir = exp_manager(trainer, OmegaConf.create(OmegaConf.to_container(cfg.exp_manager, resolve=True)))
+    if trainer.ckpt_path:  # exp_manager's resume: fall back past a corrupt or truncated last checkpoint
+        trainer.ckpt_path = _resume_checkpoint(trainer.ckpt_path)
     model = FLMModel(model_cfg, trainer=trainer)
     model.data_blend()  # on every rank: the built-in corpus is prepared once, rank 0 first
     if parallel.is_rank_zero():
@@ -58,12 +62,24 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
 
 
 def _check_inputs(model_cfg: DictConfig, max_steps: int) -> None:
-    """What the schema cannot see: the tokenizer's ids, the data files, the grown checkpoint."""
+    """What the schema cannot see: the engine this machine can run, the tokenizer's ids, the data
+    files, the grown checkpoint."""
+    resolve_engine(model_cfg)
     check_vocab_covers_tokenizer(model_cfg)
     check_blend_files(model_cfg.data)
     if model_cfg.growth.init_from:
         check_grown_checkpoint(model_cfg)
         check_ramp_fits(model_cfg.growth, max_steps, "the job")
+
+
+def _resume_checkpoint(path: str) -> str:
+    good = last_good_checkpoint(path)
+    if good is None:
+        raise ConfigError(
+            f"cannot resume: {checkpoint_problem(path)}, and no whole checkpoint is beside it: move the "
+            f"'{os.path.dirname(path)}' folder away to start over"
+        )
+    return good
 
 
 def _print(lines) -> None:

@@ -20,6 +20,7 @@ import torch
 from nemo_flm import compat, parallel
 from nemo_flm.config import ffn_size, head_dim
 from nemo_flm.training.curves import Panel, read_scalars, save_panels
+from nemo_flm.training.engine import resolve_engine
 
 CURVES = "loss_curves.png"
 
@@ -82,7 +83,8 @@ def _layout_line(cfg: Any, trainer: Any) -> str:
     tokens = steps * cfg.global_batch_size * cfg.seq_length
     processes = f"{world} process{'es' if world > 1 else ''} on {trainer.strategy.root_device.type}"
     return (
-        f"layout: {processes} (TP {tp} x PP {pp} x DP {world // (tp * pp)}), precision {trainer.precision}; "
+        f"layout: {processes} (TP {tp} x PP {pp} x DP {world // (tp * pp)}), {resolve_engine(cfg)} engine, "
+        f"{cfg.params_dtype} weights, precision {trainer.precision}; "
         f"global batch {cfg.global_batch_size} x {cfg.seq_length} tokens, {steps} steps ({tokens:,} tokens)"
     )
 

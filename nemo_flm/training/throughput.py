@@ -61,7 +61,8 @@ class FLMThroughputMonitor(ThroughputMonitor):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
-        dtype = torch.bfloat16 if "bf16" in str(trainer.precision) else torch.float32
+        bf16 = "bf16" in str(trainer.precision) or pl_module.cfg.get("params_dtype") == "bf16"
+        dtype = torch.bfloat16 if bf16 else torch.float32
         peak = peak_flops(trainer.strategy.root_device, dtype)
         if peak is not None:
             self.available_flops = peak

@@ -1,14 +1,14 @@
 """Checks that need a CUDA GPU (run by scripts/gpu_check.sh; skipped with a reason elsewhere):
-the model built on the GPU (megatron initialises it there) computes what the same weights compute
-on the CPU, trains, and the masked LayerNorm keeps fp32 statistics in bf16 there too."""
+the model built on the GPU (megatron initialises it there, fused bias-GeLU and bias-dropout-add on)
+computes what the same weights compute on the CPU; the megatron engine (DDP, distributed
+optimizer, schedule) follows the local engine on the GPU and lowers the loss; the masked
+LayerNorm keeps fp32 statistics in bf16 there too."""
 
 import pytest
 import torch
 
 from nemo_flm import parallel
 from nemo_flm.model.builder import build_model
-from nemo_flm.training.optim import build_optimizer
-from nemo_flm.training.step import train_step
 from tests.helpers import logits_of, tiny_cfg
 
 pytestmark = pytest.mark.gpu
@@ -25,11 +25,11 @@ def test_model_is_built_on_the_gpu_and_matches_cpu_logits(single_process):
     torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-4)
 
 
-def test_train_step_on_the_gpu_lowers_the_loss(single_process):
-    cfg = tiny_cfg()
-    parallel.seed_everything(cfg.seed)
-    model = build_model(cfg)
-    optimizer = build_optimizer(model, cfg.optim)
+def test_megatron_engine_on_the_gpu_follows_the_local_engine_and_lowers_the_loss(single_process):
+    from nemo_flm.training.local_engine import LocalEngine
+    from nemo_flm.training.megatron_engine import MegatronEngine
+
+    cfg = tiny_cfg(optim=dict(eps=1e-5))
     tokens = torch.randint(0, cfg.vocab_size, (4, cfg.seq_length + 1), device="cuda")
     batch = {
         "tokens": tokens[:, :-1],
@@ -37,8 +37,19 @@ def test_train_step_on_the_gpu_lowers_the_loss(single_process):
         "loss_mask": torch.ones_like(tokens[:, 1:]),
         "position_ids": torch.arange(cfg.seq_length, device="cuda")[None].expand(4, -1),
     }
-    losses = [train_step(model, batch, cfg.micro_batch_size, optimizer, cfg.optim.clip_grad).loss for _ in range(5)]
-    assert losses[-1] < losses[0] - 0.5, losses
+    runs = []
+    for engine_class in (LocalEngine, MegatronEngine):
+        parallel.seed_everything(cfg.seed)
+        model = build_model(cfg)
+        engine = (
+            LocalEngine(model, cfg.optim, cfg.micro_batch_size)
+            if engine_class is LocalEngine
+            else (MegatronEngine([model], cfg))
+        )
+        runs.append([engine.train_step(batch)[0] for _ in range(5)])
+    local, megatron = runs
+    assert megatron == pytest.approx(local, rel=1e-4), (local, megatron)
+    assert megatron[-1] < megatron[0] - 0.5, megatron
 
 
 def test_masked_layernorm_statistics_are_fp32_on_the_gpu(single_process):

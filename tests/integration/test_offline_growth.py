@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, checkpoint_dir, key_optimizer_state_by_name
+from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, checkpoint_dir, key_checkpoint_by_global_name
 from nemo_flm.checkpoint.shards import ShardReader
 from nemo_flm.config import ConfigError
 from nemo_flm.growth.grown_checkpoint import read_grown_meta
@@ -36,7 +36,7 @@ def lightning_checkpoint(path, cfg, steps=2):
         "consumed_samples": 24,
         "global_step": steps,
     }
-    key_optimizer_state_by_name(ckpt, model)
+    key_checkpoint_by_global_name(ckpt, model)
     FLMCheckpointIO().save_checkpoint(ckpt, str(path))
     return model
 

@@ -125,10 +125,36 @@ def test_missing_backends_are_one_line_errors(build):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="pipeline and sequence parallelism are allowed on GPUs")
-def test_pipeline_and_sequence_parallel_on_cpu_are_clear_errors(single_process):
-    from nemo_flm import parallel
+def test_engines_this_machine_cannot_run_are_clear_errors():
+    """On CPU: the megatron engine, and PP or sequence parallel (which need it), are refused in one line."""
+    from nemo_flm.training.engine import resolve_engine
 
-    with pytest.raises(NotImplementedError, match="pipeline_model_parallel_size > 1 needs GPUs"):
-        parallel.initialize(_load(parallel={"pipeline_model_parallel_size": 2}).parallel)
-    with pytest.raises(NotImplementedError, match="sequence_parallel needs GPUs"):
-        parallel.initialize(_load(parallel={"tensor_model_parallel_size": 2, "sequence_parallel": True}).parallel)
+    assert resolve_engine(_load()) == "local"
+    cases = {
+        "parallel.engine megatron needs CUDA": {"engine": "megatron"},
+        "pipeline_model_parallel_size > 1 needs the megatron engine": {"pipeline_model_parallel_size": 2},
+        "sequence_parallel needs the megatron engine": {"tensor_model_parallel_size": 2, "sequence_parallel": True},
+    }
+    for message, par in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            resolve_engine(_load(num_layers=4, parallel=par))
+    with pytest.raises(ConfigError, match="recompute needs the megatron engine"):
+        resolve_engine(_load(recompute="full"))
+
+
+@pytest.mark.parametrize(
+    "par, message",
+    [
+        ({"pipeline_model_parallel_size": 2, "virtual_pipeline_model_parallel_size": 2}, "not divisible by"),
+        ({"virtual_pipeline_model_parallel_size": 2}, "needs pipeline_model_parallel_size >= 2"),
+        ({"engine": "fast"}, "parallel.engine must be"),
+    ],
+)
+def test_pipeline_layouts_that_cannot_be_built_are_refused(par, message):
+    with pytest.raises(ConfigError, match=message):
+        _load(num_layers=2, parallel=par)
+
+
+def test_tied_embeddings_under_pipeline_parallelism_are_refused():
+    with pytest.raises(ConfigError, match="tie_word_embeddings with pipeline_model_parallel_size > 1"):
+        _load(tie_word_embeddings=True, parallel={"pipeline_model_parallel_size": 2})

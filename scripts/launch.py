@@ -1,0 +1,99 @@
+"""Launch a job from conf/launcher/ on SLURM or here, or show what would run.
+
+    python scripts/launch.py launcher/flm_101b                     # dry run: scripts, memory, chain
+    python scripts/launch.py launcher/flm_101b_growth --mode sbatch cluster.partition=batch cluster.account=me
+    python scripts/launch.py launcher/flm_16b --mode local trainer.num_nodes=1
+
+--mode dry-run (default) prints each job's sbatch script, its per-GPU memory estimate and the
+dependency chain, and writes and starts nothing. --mode sbatch writes <results_dir>/<job>_submission.sh
+and submits the jobs in order (each stage of a growth plan after the previous one succeeded).
+--mode local runs the training command on this node with torchrun (trainer.devices processes).
+Overrides are Hydra overrides of the launcher config (cluster.*, run.*, trainer.*, model.*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+
+from nemo_flm.console import quiet_startup
+
+quiet_startup()
+
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from nemo_flm.atomic import atomic_output  # noqa: E402
+from nemo_flm.config import ConfigError, register_schema  # noqa: E402
+from nemo_flm.launcher import render  # noqa: E402
+
+CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
+
+
+def dry_run(jobs) -> None:
+    for index, job in enumerate(jobs):
+        after = f" (after {jobs[index - 1].name} succeeded)" if job.after_previous else ""
+        print(f"=== job {index + 1}/{len(jobs)}: {job.name}{after}")
+        print(f"layout {job.layout}; estimated memory per GPU {job.memory_gb:.1f} GB (distributed optimizer)")
+        print(job.script)
+    print("submission:")
+    for index, job in enumerate(jobs):
+        dep = f"--dependency=afterok:$JOB{index} " if job.after_previous else ""
+        print(f"  JOB{index + 1}=$(sbatch --parsable {dep}<results_dir>/{job.name.replace(':', '_')}_submission.sh)")
+    print("dry run: nothing written, nothing started")
+
+
+def submit(jobs, results_dir: str) -> None:
+    if shutil.which("sbatch") is None:
+        sys.exit("error: sbatch not found: run this on a SLURM login node, or use --mode dry-run / local")
+    os.makedirs(results_dir, exist_ok=True)
+    previous = None
+    for job in jobs:
+        path = os.path.join(results_dir, f"{job.name.replace(':', '_')}_submission.sh")
+        with atomic_output(path) as tmp, open(tmp, "w") as handle:
+            handle.write(job.script)
+        dep = [f"--dependency=afterok:{previous}"] if job.after_previous and previous else []
+        previous = subprocess.run(["sbatch", "--parsable", *dep, path], check=True, capture_output=True, text=True)
+        previous = previous.stdout.strip().split(";")[0]
+        print(f"submitted {job.name}: job {previous} ({path})")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config_name", help="a launcher config, e.g. launcher/flm_101b")
+    p.add_argument("--mode", choices=["dry-run", "sbatch", "local"], default="dry-run")
+    p.add_argument("--config-dir", default=CONF)
+    p.add_argument("overrides", nargs="*")
+    args = p.parse_args()
+    register_schema()
+    try:
+        with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):
+            cfg = compose(args.config_name, overrides=args.overrides)
+        jobs = render(cfg, args.config_name, args.overrides)
+    except ConfigError as err:
+        sys.exit(f"config error: {err}")
+    if args.mode == "dry-run":
+        dry_run(jobs)
+    elif args.mode == "sbatch":
+        submit(jobs, os.path.abspath(cfg.run.results_dir))
+    else:
+        devices = int(cfg.trainer.get("devices", 1))
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={devices}",
+            "scripts/train.py",
+            "--config-name",
+            args.config_name,
+            *args.overrides,
+        ]
+        print(" ".join(command), flush=True)
+        sys.exit(subprocess.run(command).returncode)
+
+
+if __name__ == "__main__":
+    main()

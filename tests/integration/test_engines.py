@@ -1,0 +1,180 @@
+"""The megatron engine (DDP + distributed optimizer + pipeline schedules) against the local engine
+in one process: each layout gives the single-process losses and, after two optimizer steps, the
+single-process weights. The TP2 x PP2 run then writes its checkpoint, which one process reads at
+TP1, resumes on the single-process trajectory and grows. megatron's GPU machinery runs on CPU
+through tests/cuda_on_cpu.py; all layouts share one world of 4 gloo processes (DP fills what
+TP x PP leaves)."""
+
+import pytest
+import torch
+
+from tests.helpers import end_ranks, run_ranks, tiny_cfg
+
+MOMENTS = ("exp_avg", "exp_avg_sq")
+
+STEPS = 2
+# Adam's first updates are nearly lr x sign(grad): at eps 1e-8 a gradient that cancels to ~1e-10
+# flips with the summation order (measured: 8e-6 apart between the engines in one process);
+# eps 1e-5 keeps that rounding below 1e-7, so 1e-6 on the weights tests the reductions, not Adam
+SHAPE = dict(num_layers=4, global_batch_size=8, micro_batch_size=2, optim=dict(eps=1e-5))
+LAYOUTS = {
+    "tp2": dict(tensor_model_parallel_size=2),
+    "tp2-sp": dict(tensor_model_parallel_size=2, sequence_parallel=True),
+    "pp2-1f1b": dict(pipeline_model_parallel_size=2),
+    "pp2-vp2": dict(pipeline_model_parallel_size=2, virtual_pipeline_model_parallel_size=2),
+    "dp4-sharded-adam": dict(),
+    "tp2-pp2": dict(tensor_model_parallel_size=2, pipeline_model_parallel_size=2),
+}
+CHECKPOINTED = "tp2-pp2"
+
+
+def _batch(cfg):
+    """Random tokens; loss masks that give the data-parallel ranks unequal token counts, so a
+    mean of per-rank means would differ from the global token mean."""
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.randint(0, cfg.vocab_size, (cfg.global_batch_size, cfg.seq_length + 1), generator=g)
+    mask = torch.ones(cfg.global_batch_size, cfg.seq_length)
+    mask[0, 5:] = 0
+    mask[5, :20] = 0
+    return {
+        "tokens": tokens[:, :-1],
+        "labels": tokens[:, 1:],
+        "loss_mask": mask,
+        "position_ids": torch.arange(cfg.seq_length).expand(cfg.global_batch_size, -1),
+    }
+
+
+def _train(engine, batch, dp_rank, dp_size):
+    size = batch["tokens"].shape[0] // dp_size
+    mine = {k: v[dp_rank * size : (dp_rank + 1) * size] for k, v in batch.items()}
+    return [engine.train_step(mine)[0] for _ in range(STEPS)]
+
+
+def _save(engine, network, cfg, path):
+    """The checkpoint Lightning would write at this step, through FLMModel's hook and FLMCheckpointIO."""
+    from nemo_flm import parallel
+    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, key_checkpoint_by_global_name
+
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in network.state_dict().items()},
+        "optimizer_states": [engine.optimizer.state_dict()],
+        "hyper_parameters": {"cfg": cfg},
+        "global_step": STEPS,
+    }
+    key_checkpoint_by_global_name(checkpoint, network)
+    if parallel.dp_rank() == 0:
+        FLMCheckpointIO().save_checkpoint(checkpoint, path)
+
+
+def _rank(rank, path):
+    from nemo_flm import parallel
+    from nemo_flm.model.builder import as_network, build_chunks, model_chunks
+    from nemo_flm.model.sharding import global_names, partition_dims
+    from nemo_flm.training.megatron_engine import MegatronEngine
+    from tests.cuda_on_cpu import cuda_on_cpu
+
+    ref = torch.load(path)
+    results = {}
+    with cuda_on_cpu():
+        for name, layout in LAYOUTS.items():
+            cfg = tiny_cfg(**SHAPE, parallel=layout)
+            parallel.initialize(cfg.parallel, cfg.seed)
+            network = as_network(build_chunks(cfg))
+            names, dims = global_names(network), partition_dims(network)
+            with torch.no_grad():
+                for key, param in network.named_parameters():
+                    full = ref["initial"][names[key]]
+                    dim = dims[key]
+                    param.copy_(full if dim is None else full.chunk(parallel.tp_size(), dim)[parallel.tp_rank()])
+            engine = MegatronEngine(model_chunks(network), cfg)
+            losses = _train(engine, ref["batch"], parallel.dp_rank(), parallel.dp_size())
+            worst = 0.0
+            for key, param in network.named_parameters():
+                full, dim = ref["final"][names[key]], dims[key]
+                want = full if dim is None else full.chunk(parallel.tp_size(), dim)[parallel.tp_rank()]
+                worst = max(worst, (param.detach() - want).abs().max().item())
+            results[name] = (losses, worst)
+            if name == CHECKPOINTED:
+                _save(engine, network, cfg, f"{path}.{name}.ckpt")
+    torch.save(results, f"{path}.rank{rank}")
+    end_ranks()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, single_process):
+    """The local engine in one process: initial weights, the batch, losses and final weights."""
+    from nemo_flm import parallel
+    from nemo_flm.model.builder import build_model
+    from nemo_flm.training.local_engine import LocalEngine
+
+    cfg = tiny_cfg(**SHAPE)
+    parallel.seed_everything(cfg.seed)
+    model = build_model(cfg)
+    initial = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    batch = _batch(cfg)
+    engine = LocalEngine(model, cfg.optim, cfg.micro_batch_size)
+    losses = _train(engine, batch, 0, 1)
+    final = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    moments = {n: {m: engine.optimizer.state[p][m].clone() for m in MOMENTS} for n, p in model.named_parameters()}
+    third = _train(engine, batch, 0, 1)[0]  # the step after the checkpoint
+    path = tmp_path_factory.mktemp("engines") / "reference.pt"
+    torch.save({"initial": initial, "batch": batch, "final": final}, path)
+    return path, losses, moments, third
+
+
+@pytest.fixture(scope="module")
+def layouts(reference):
+    path = reference[0]
+    run_ranks(4, _rank, str(path))
+    return path
+
+
+def test_every_layout_gives_the_single_process_losses_and_weights(reference, layouts):
+    losses = reference[1]
+    for rank in range(4):
+        results = torch.load(f"{layouts}.rank{rank}")
+        assert set(results) == set(LAYOUTS)
+        for name, (got, worst) in results.items():
+            assert got == pytest.approx(losses, rel=1e-5), (name, rank, got, losses)
+            assert worst < 1e-6, (name, rank, worst)
+
+
+def test_a_tp2_pp2_checkpoint_resumes_at_tp1_and_grows(reference, layouts, tmp_path):
+    """Written by 4 ranks of the megatron engine (each stage its own layers, Adam sharded over DP
+    and gathered), read in one process by the local engine: the same weights and Adam moments, and
+    the next step's loss is the single-process run's; offline growth reads it too."""
+    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, read_this_rank
+    from nemo_flm.checkpoint.shards import ShardReader
+    from nemo_flm.growth.offline import grow_checkpoint
+    from nemo_flm.growth.operators import default_fill, iter_grown
+    from nemo_flm.growth.plan import make_plan
+    from nemo_flm.model.builder import build_model
+    from nemo_flm.training.local_engine import LocalEngine
+
+    _, _, moments, third = reference
+    ref = torch.load(layouts)
+    ckpt_path = f"{layouts}.{CHECKPOINTED}.ckpt"
+    cfg = tiny_cfg(**SHAPE)
+    model = build_model(cfg)
+    engine = LocalEngine(model, cfg.optim, cfg.micro_batch_size)
+    checkpoint = FLMCheckpointIO().load_checkpoint(ckpt_path)
+    read_this_rank(checkpoint, model)
+    model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
+    engine.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param.detach(), ref["final"][name], rtol=0, atol=1e-6)
+        for m in MOMENTS:
+            got, want = engine.optimizer.state[param][m], moments[name][m]  # rounding: relative to the tensor's scale
+            assert (got - want).abs().max() <= 1e-4 * want.abs().max(), (name, m)
+    assert _train(engine, ref["batch"], 0, 1)[0] == pytest.approx(third, rel=1e-5)
+
+    grown_cfg = tiny_cfg(**{**SHAPE, "hidden_size": 128, "num_attention_heads": 8, "num_layers": 5})
+    grow_checkpoint(ckpt_path, grown_cfg, str(tmp_path / "grown"))
+    plan = make_plan(cfg, grown_cfg)
+    expected = dict(
+        iter_grown(ref["final"], plan, default_fill(grown_cfg.init_method_std, torch.Generator().manual_seed(0)))
+    )
+    grown = ShardReader(str(tmp_path / "grown"))
+    assert set(grown.names("model")) == set(expected) and grown.names("exp_avg")
+    for name, tensor in expected.items():
+        torch.testing.assert_close(grown.read("model", name), tensor, rtol=0, atol=1e-6)
