@@ -1,5 +1,10 @@
-"""Process groups and seeds, in one place. Model, data and training code never call
-torch.distributed directly; they ask this module."""
+"""Process groups and seeds, in one place: model, data and training code ask this module for
+groups, ranks and sizes (megatron's parallel_state behind it) and for simple sums and barriers.
+
+Devices: the default group is NCCL when CUDA is present (each process bound to its LOCAL_RANK
+GPU before the group exists) and gloo otherwise; every tensor handed to a collective lives on
+the device the backend serves, which the callers guarantee by reducing tensors on the model's
+device (see training/local_engine.py, training/megatron_engine.py)."""
 
 from __future__ import annotations
 

@@ -84,7 +84,7 @@ def main() -> None:
     p.add_argument("--gpus", type=int, default=None, help="default: trainer.devices x trainer.num_nodes")
     p.add_argument("--measure", type=int, default=0, metavar="STEPS", help="also measure STEPS steps here (CPU)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.parallel.tensor_model_parallel_size=8")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     register_schema()
     try:
         with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):

@@ -66,7 +66,7 @@ def main() -> None:
     p.add_argument("--mode", choices=["dry-run", "sbatch", "local"], default="dry-run")
     p.add_argument("--config-dir", default=CONF)
     p.add_argument("overrides", nargs="*")
-    args = p.parse_args()
+    args = p.parse_intermixed_args()
     register_schema()
     try:
         with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):

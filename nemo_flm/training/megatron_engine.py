@@ -51,7 +51,14 @@ def optimizer_config(cfg: Any) -> OptimizerConfig:
 def run_schedule(chunks: List[torch.nn.Module], batch: Batch, cfg: Any, forward_only: bool) -> torch.Tensor:
     """megatron's schedule over the micro-batches of `batch`; returns [loss sum, loss tokens] of
     this data-parallel rank, on every pipeline stage (the last stage computes it)."""
-    micros = micro_batches(batch, cfg.micro_batch_size)
+    size = cfg.micro_batch_size
+    if batch["tokens"].shape[0] % size:  # a short last validation batch: stages exchange one shape
+        size = 1
+    micros = micro_batches(batch, size)
+    if len(chunks) > 1:  # the interleaved schedule runs whole groups of PP micro-batches
+        pp = parallel.pp_size()
+        blank = {**micros[0], "loss_mask": torch.zeros_like(micros[0]["loss_mask"])}
+        micros += [blank] * (max(pp, -(-len(micros) // pp) * pp) - len(micros))  # no loss tokens: no effect
     iterators = [iter(micros) for _ in chunks]
     logged = get_forward_backward_func()(
         forward_step_func=forward_step,
@@ -59,7 +66,7 @@ def run_schedule(chunks: List[torch.nn.Module], batch: Batch, cfg: Any, forward_
         model=chunks,
         num_microbatches=len(micros),
         seq_length=cfg.seq_length,
-        micro_batch_size=cfg.micro_batch_size,
+        micro_batch_size=size,
         forward_only=forward_only,
     )
     device = next(chunks[0].parameters()).device

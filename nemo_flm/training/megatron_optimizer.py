@@ -6,16 +6,16 @@ engine's: torch AdamW's layout over nemo_flm's parameter order (training/optim.p
 every moment a whole tensor of this rank's TP shard, so checkpoints (keyed by parameter name,
 checkpoint/lightning_io.py) resume at any layout and with either engine. megatron shards each
 flattened parameter's fp32 main copy and Adam moments over the data-parallel group; `state_dict`
-assembles them with one all-reduce per tensor over that group (every rank calls it: Lightning
-builds the checkpoint on all ranks) and `load_state_dict` keeps this rank's range. Per-parameter
-access uses the distributed optimizer's range maps (megatron-core 0.16.x). Checkpoint cost: the
-moments of this rank's parameters in host memory on DP rank 0 (8 bytes per parameter, 12 with a
-bf16 model's fp32 main weights).
+assembles them on DP rank 0 with one reduce per tensor over that group (every rank calls it:
+Lightning builds the checkpoint on all ranks; DP rank 0 writes it) and `load_state_dict` keeps
+this rank's range. Per-parameter access uses the distributed optimizer's range maps
+(megatron-core 0.16.x). Checkpoint cost: the moments of this rank's parameters in host memory on
+DP rank 0 (8 bytes per parameter, 12 with a bf16 model's fp32 main weights).
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import torch
 import torch.distributed as dist
@@ -66,8 +66,9 @@ class MegatronOptimizerAdapter(torch.optim.Optimizer):
         return [p for group in self._groups for p in group["params"]]
 
     def _part(self, param: Tensor):
-        """The distributed optimizer that holds `param` (every DP rank has one for it)."""
-        return next(part for part in self.parts if param in part.model_param_gbuf_map)
+        """The distributed optimizer whose buffers hold `param` (on every DP rank, whether or not
+        this rank's shard covers any of it)."""
+        return next(part for part in self.parts if any(param in b.param_index_map for b in part.buffers))
 
     def _owned(self, param: Tensor):
         """(start, end) of the flattened parameter that this DP rank's optimizer holds, or None."""
@@ -82,23 +83,26 @@ class MegatronOptimizerAdapter(torch.optim.Optimizer):
         return self._part(param)._get_main_param_and_optimizer_states(param)
 
     def _step_count(self, device: torch.device) -> float:
-        steps = [
-            float(self._tensors(p)["step"]) for p in self._params() if self._owned(p) and "step" in self._tensors(p)
-        ]
+        """Adam's step count: per parameter in torch's AdamW, per group in TE's and apex's FusedAdam."""
+        steps = [float(self._tensors(p).get("step", 0)) for p in self._params() if self._owned(p)]
+        steps += [float(g["step"]) for part in self.parts for g in part.optimizer.param_groups if "step" in g]
         count = torch.tensor(max(steps, default=0.0), device=device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX, group=self.parts[0].data_parallel_group)
         return float(count)
 
-    def _gather(self, param: Tensor, key: str) -> Tensor:
-        """The whole (TP-shard) tensor `key` of `param`, fp32, assembled over the DP group."""
+    def _gather(self, param: Tensor, key: str) -> Optional[Tensor]:
+        """The whole (TP-shard) tensor `key` of `param`, fp32, assembled on DP rank 0 (the rank
+        that writes checkpoints, FLMStrategy); None on the others."""
         full = torch.zeros(param.numel(), dtype=torch.float32, device=param.device)
         owned = self._owned(param)
         if owned is not None:
             full[owned[0] : owned[1]] = self._tensors(param)[key]
-        dist.all_reduce(full, group=self._part(param).data_parallel_group)
-        return full.view(param.shape).cpu()
+        group = self._part(param).data_parallel_group
+        dist.reduce(full, dst=dist.get_global_rank(group, 0), group=group)
+        return full.view(param.shape).cpu() if dist.get_rank(group) == 0 else None
 
     def state_dict(self) -> Dict[str, Any]:
+        """Every DP rank takes part (one reduce per tensor); DP rank 0 gets the moments."""
         params = self._params()
         step = self._step_count(params[0].device)
         state = {}
@@ -106,7 +110,8 @@ class MegatronOptimizerAdapter(torch.optim.Optimizer):
             for index, param in enumerate(params):
                 keys = MOMENTS + ((MAIN_PARAM,) if param.dtype != torch.float32 else ())
                 entry = {key: self._gather(param, "param" if key == MAIN_PARAM else key) for key in keys}
-                state[index] = {"step": torch.tensor(step), **entry}
+                if all(value is not None for value in entry.values()):
+                    state[index] = {"step": torch.tensor(step), **entry}
         hyper = {k: v for k, v in self.inner.param_groups[0].items() if k in ("lr", "betas", "eps", "initial_lr")}
         groups, start = [], 0
         for group in self._groups:
@@ -116,24 +121,32 @@ class MegatronOptimizerAdapter(torch.optim.Optimizer):
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Install this rank's range of each parameter's moments (and fp32 main weights)."""
+        """Install this rank's range of each parameter's moments (and fp32 main weights), the step
+        count, and the saved learning rate (the scheduler's own state does not set it)."""
+        for group in self.inner.param_groups:
+            group["lr"] = state_dict["param_groups"][0]["lr"]
+        if not state_dict["state"]:  # saved before any update: a fresh optimizer is that state
+            return
         for part in self.parts:
             part.init_state_fn(part.optimizer, part.config)
+        step = next(iter(state_dict["state"].values()))["step"]
         with torch.no_grad():
             for index, param in enumerate(self._params()):
                 entry, owned = state_dict["state"].get(index), self._owned(param)
-                if entry is None or owned is None:
+                if owned is None:
                     continue
                 tensors = self._tensors(param)
                 for key in MOMENTS + (MAIN_PARAM,):
-                    if key in entry:
+                    if entry is not None and key in entry:
                         shard = entry[key].reshape(-1)[owned[0] : owned[1]]
                         tensors["param" if key == MAIN_PARAM else key].copy_(shard)
-                self._set_step(param, entry["step"])
+                self._set_step(param, step)
 
     def _set_step(self, param: Tensor, step) -> None:
-        """The step count lives in torch AdamW's state of the main-parameter shard."""
+        """Per parameter (torch AdamW, in the main-parameter shard's state) and per group (FusedAdam)."""
         part = self._part(param)
         group_index, order = part.model_param_group_index_map[param]
-        main_param = part.optimizer.param_groups[group_index]["params"][order]
-        part.optimizer.state[main_param]["step"] = torch.as_tensor(step, dtype=torch.float32).clone()
+        group = part.optimizer.param_groups[group_index]
+        part.optimizer.state[group["params"][order]]["step"] = torch.as_tensor(step, dtype=torch.float32).clone()
+        if "step" in group:
+            group["step"] = int(step)

@@ -50,13 +50,22 @@ def state_by_name(state: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
     }
 
 
-def state_by_index(state: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
-    """The inverse of state_by_name, for optimizer.load_state_dict."""
+def state_by_index(state: Dict[str, Any], names: List[str], group_sizes: List[int]) -> Dict[str, Any]:
+    """The inverse of state_by_name, for optimizer.load_state_dict over this rank's parameters
+    `names` (build_optimizer's order, in groups of `group_sizes`): entries of parameters this rank
+    does not hold (other pipeline stages) are dropped, and each group lists this rank's own
+    parameters, so the state loads whatever layout (and stage order) wrote it."""
     index = {name: i for i, name in enumerate(names)}
-    return {
-        "state": {index[n]: s for n, s in state["state"].items()},
-        "param_groups": [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]],
-    }
+    groups, start = [], 0
+    for group, size in zip(state["param_groups"], group_sizes):
+        groups.append({**group, "params": list(range(start, start + size))})
+        start += size
+    return {"state": {index[n]: s for n, s in state["state"].items() if n in index}, "param_groups": groups}
+
+
+def optimizer_group_sizes(model: torch.nn.Module) -> List[int]:
+    """How many parameters each of build_optimizer's groups holds."""
+    return [len(group["params"]) for group in param_groups(model, 0.0)]
 
 
 def schedule_steps(optim: Any, global_batch_size: int) -> Dict[str, int]:

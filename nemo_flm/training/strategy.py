@@ -2,9 +2,10 @@
 
 megatron's tensor/pipeline groups sit inside the data-parallel world, so torch's DDP (which
 all-reduces every gradient over the whole world) would be wrong; gradients are reduced over the
-data-parallel group by nemo_flm.parallel.reduce_grads in the training step instead (the role
-NeMo 1.x's NLPDDPStrategy played). Checkpoints are written by every tensor-parallel rank of
-data-parallel rank 0, each its own shards (checkpoint/lightning_io.py), not by global rank 0 alone.
+data-parallel group by the training engine instead (training/engine.py: megatron-core's DDP on
+GPUs, parallel.reduce_grads on CPU), the role NeMo 1.x's NLPDDPStrategy played. Checkpoints are
+written by every TP x PP rank of data-parallel rank 0, each its own shards
+(checkpoint/lightning_io.py), not by global rank 0 alone.
 """
 
 from __future__ import annotations

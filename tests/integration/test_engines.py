@@ -25,7 +25,9 @@ LAYOUTS = {
     "dp4-sharded-adam": dict(),
     "tp2-pp2": dict(tensor_model_parallel_size=2, pipeline_model_parallel_size=2),
 }
-CHECKPOINTED = "tp2-pp2"
+CHECKPOINTED = "tp2-pp2"  # its checkpoint is read at TP1 by the local engine
+SHARDED = "dp4-sharded-adam"  # its checkpoint is resumed at TP2 x PP2 by the megatron engine
+SAVED_LR = 3e-4
 
 
 def _batch(cfg):
@@ -54,6 +56,7 @@ def _save(engine, network, cfg, path):
     """The checkpoint Lightning would write at this step, through FLMModel's hook and FLMCheckpointIO."""
     from nemo_flm import parallel
     from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, key_checkpoint_by_global_name
+    from nemo_flm.checkpoint.nemo_file import write_weights
 
     checkpoint = {
         "state_dict": {f"model.{k}": v for k, v in network.state_dict().items()},
@@ -64,12 +67,38 @@ def _save(engine, network, cfg, path):
     key_checkpoint_by_global_name(checkpoint, network)
     if parallel.dp_rank() == 0:
         FLMCheckpointIO().save_checkpoint(checkpoint, path)
+        holder = torch.nn.Module()  # what FLMModel is to write_weights: the network under `.model`
+        holder.model = network
+        write_weights(holder, f"{path}.nemo_weights")
+
+
+def _resume(path, batch):
+    """The megatron engine at TP2 x PP2 resumes the DP4 run's checkpoint (Adam sharded 4 ways):
+    (the LR it restored, the loss of its next step)."""
+    from nemo_flm import parallel
+    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, read_this_rank
+    from nemo_flm.model.builder import as_network, build_chunks, model_chunks
+    from nemo_flm.training.megatron_engine import MegatronEngine
+
+    cfg = tiny_cfg(**SHAPE, parallel=LAYOUTS[CHECKPOINTED])
+    parallel.initialize(cfg.parallel, cfg.seed)
+    network = as_network(build_chunks(cfg))
+    engine = MegatronEngine(model_chunks(network), cfg)
+    checkpoint = FLMCheckpointIO().load_checkpoint(path)
+    read_this_rank(checkpoint, network)
+    network.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
+    engine.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    restored = engine.inner.param_groups[0]["lr"]
+    for group in engine.inner.param_groups:
+        group["lr"] = cfg.optim.lr
+    return restored, _train(engine, batch, parallel.dp_rank(), parallel.dp_size())[0]
 
 
 def _rank(rank, path):
     from nemo_flm import parallel
     from nemo_flm.model.builder import as_network, build_chunks, model_chunks
     from nemo_flm.model.sharding import global_names, partition_dims
+    from nemo_flm.training.engine import eval_sums
     from nemo_flm.training.megatron_engine import MegatronEngine
     from tests.cuda_on_cpu import cuda_on_cpu
 
@@ -93,9 +122,14 @@ def _rank(rank, path):
                 full, dim = ref["final"][names[key]], dims[key]
                 want = full if dim is None else full.chunk(parallel.tp_size(), dim)[parallel.tp_rank()]
                 worst = max(worst, (param.detach() - want).abs().max().item())
-            results[name] = (losses, worst)
-            if name == CHECKPOINTED:
+            short = {k: v[:3] for k, v in ref["batch"].items()}  # a short last validation batch
+            results[name] = (losses, worst, eval_sums(model_chunks(network), short, cfg).tolist())
+            if name == SHARDED:
+                for group in engine.inner.param_groups:  # a scheduled LR, which a resume must restore
+                    group["lr"] = SAVED_LR
+            if name in (CHECKPOINTED, SHARDED):
                 _save(engine, network, cfg, f"{path}.{name}.ckpt")
+        results["resumed"] = _resume(f"{path}.{SHARDED}.ckpt", ref["batch"])
     torch.save(results, f"{path}.rank{rank}")
     end_ranks()
 
@@ -105,6 +139,7 @@ def reference(tmp_path_factory, single_process):
     """The local engine in one process: initial weights, the batch, losses and final weights."""
     from nemo_flm import parallel
     from nemo_flm.model.builder import build_model
+    from nemo_flm.training.engine import eval_sums
     from nemo_flm.training.local_engine import LocalEngine
 
     cfg = tiny_cfg(**SHAPE)
@@ -115,11 +150,12 @@ def reference(tmp_path_factory, single_process):
     engine = LocalEngine(model, cfg.optim, cfg.micro_batch_size)
     losses = _train(engine, batch, 0, 1)
     final = {k: v.clone() for k, v in model.state_dict().items() if torch.is_tensor(v)}
+    evaluated = eval_sums([model], {k: v[:3] for k, v in batch.items()}, cfg).tolist()
     moments = {n: {m: engine.optimizer.state[p][m].clone() for m in MOMENTS} for n, p in model.named_parameters()}
     third = _train(engine, batch, 0, 1)[0]  # the step after the checkpoint
     path = tmp_path_factory.mktemp("engines") / "reference.pt"
     torch.save({"initial": initial, "batch": batch, "final": final}, path)
-    return path, losses, moments, third
+    return path, losses, moments, third, evaluated
 
 
 @pytest.fixture(scope="module")
@@ -130,19 +166,33 @@ def layouts(reference):
 
 
 def test_every_layout_gives_the_single_process_losses_and_weights(reference, layouts):
-    losses = reference[1]
+    """...and validates a short batch (3 samples, micro-batch 2) to the same loss sum and tokens."""
+    losses, evaluated = reference[1], reference[4]
     for rank in range(4):
         results = torch.load(f"{layouts}.rank{rank}")
+        results.pop("resumed")
         assert set(results) == set(LAYOUTS)
-        for name, (got, worst) in results.items():
+        for name, (got, worst, sums) in results.items():
             assert got == pytest.approx(losses, rel=1e-5), (name, rank, got, losses)
             assert worst < 1e-6, (name, rank, worst)
+            assert sums == pytest.approx(evaluated, rel=1e-5), (name, rank, sums, evaluated)
+
+
+def test_a_dp4_checkpoint_resumes_at_tp2_pp2_on_the_megatron_engine(reference, layouts):
+    """Adam state sharded over 4 DP ranks, gathered on save, re-sharded by TP x PP on load: the next
+    step's loss is the single-process run's; the LR in force when saving is restored."""
+    third = reference[3]
+    for rank in range(4):
+        restored, loss = torch.load(f"{layouts}.rank{rank}")["resumed"]
+        assert restored == SAVED_LR
+        assert loss == pytest.approx(third, rel=1e-5), (rank, loss, third)
 
 
 def test_a_tp2_pp2_checkpoint_resumes_at_tp1_and_grows(reference, layouts, tmp_path):
     """Written by 4 ranks of the megatron engine (each stage its own layers, Adam sharded over DP
     and gathered), read in one process by the local engine: the same weights and Adam moments, and
-    the next step's loss is the single-process run's; offline growth reads it too."""
+    the next step's loss is the single-process run's; the .nemo weights the same ranks wrote hold
+    the same tensors; offline growth reads the checkpoint too."""
     from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, read_this_rank
     from nemo_flm.checkpoint.shards import ShardReader
     from nemo_flm.growth.offline import grow_checkpoint
@@ -151,7 +201,7 @@ def test_a_tp2_pp2_checkpoint_resumes_at_tp1_and_grows(reference, layouts, tmp_p
     from nemo_flm.model.builder import build_model
     from nemo_flm.training.local_engine import LocalEngine
 
-    _, _, moments, third = reference
+    _, _, moments, third, _ = reference
     ref = torch.load(layouts)
     ckpt_path = f"{layouts}.{CHECKPOINTED}.ckpt"
     cfg = tiny_cfg(**SHAPE)
@@ -166,6 +216,10 @@ def test_a_tp2_pp2_checkpoint_resumes_at_tp1_and_grows(reference, layouts, tmp_p
         for m in MOMENTS:
             got, want = engine.optimizer.state[param][m], moments[name][m]  # rounding: relative to the tensor's scale
             assert (got - want).abs().max() <= 1e-4 * want.abs().max(), (name, m)
+    weights = ShardReader(f"{ckpt_path}.nemo_weights")  # the .nemo's weights, written by the same 4 ranks
+    assert set(weights.names("model")) == {f"model.{n}" for n, _ in model.named_parameters()}
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(weights.read("model", f"model.{name}"), param.detach(), rtol=0, atol=0)
     assert _train(engine, ref["batch"], 0, 1)[0] == pytest.approx(third, rel=1e-5)
 
     grown_cfg = tiny_cfg(**{**SHAPE, "hidden_size": 128, "num_attention_heads": 8, "num_layers": 5})

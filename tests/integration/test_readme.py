@@ -24,6 +24,8 @@ SKIP = {  # command prefix -> why it does not run here
     "python -m pytest": "the test command is CI's own last step",
     "bash scripts/gpu_check.sh": "needs a CUDA GPU",
     "torchrun": "needs several processes (tests/integration/test_parallel_training.py runs them)",
+    "python scripts/launch.py launcher/flm_101b_growth --mode sbatch": "needs a SLURM cluster (sbatch)",
+    "python scripts/launch.py launcher/flm_16b --mode local": "needs 8 GPUs (the stage configs train on them)",
 }
 SMALL = [  # appended to every training command: a few steps instead of hundreds
     "trainer.max_steps=4",
