@@ -94,6 +94,25 @@ def _resume(path, batch):
     return restored, _train(engine, batch, parallel.dp_rank(), parallel.dp_size())[0]
 
 
+def _nemo_round_trip(path, weights):
+    """An FLMModel at TP2 x PP2 holding `weights` saves a .nemo (each rank its layers' shards) and
+    restores it at the same layout: whether every local tensor came back exactly."""
+    from nemo_flm import parallel
+    from nemo_flm.model.sharding import global_names, partition_dims
+    from nemo_flm.training.flm_model import FLMModel
+
+    model = FLMModel(tiny_cfg(**SHAPE, parallel=LAYOUTS[CHECKPOINTED]))
+    names, dims = global_names(model.model), partition_dims(model.model)
+    with torch.no_grad():
+        for key, param in model.model.named_parameters():
+            full, dim = weights[names[key]], dims[key]
+            param.copy_(full if dim is None else full.chunk(parallel.tp_size(), dim)[parallel.tp_rank()])
+    model.save_to(path)
+    restored = FLMModel.restore_from(path, map_location="cpu")
+    mine = dict(restored.model.named_parameters())
+    return all(torch.equal(param, mine[key]) for key, param in model.model.named_parameters())
+
+
 def _rank(rank, path):
     from nemo_flm import parallel
     from nemo_flm.model.builder import as_network, build_chunks, model_chunks
@@ -130,6 +149,7 @@ def _rank(rank, path):
             if name in (CHECKPOINTED, SHARDED):
                 _save(engine, network, cfg, f"{path}.{name}.ckpt")
         results["resumed"] = _resume(f"{path}.{SHARDED}.ckpt", ref["batch"])
+        results["nemo_round_trip"] = _nemo_round_trip(f"{path}.nemo", ref["initial"])
     torch.save(results, f"{path}.rank{rank}")
     end_ranks()
 
@@ -170,7 +190,7 @@ def test_every_layout_gives_the_single_process_losses_and_weights(reference, lay
     losses, evaluated = reference[1], reference[4]
     for rank in range(4):
         results = torch.load(f"{layouts}.rank{rank}")
-        results.pop("resumed")
+        results.pop("resumed"), results.pop("nemo_round_trip")
         assert set(results) == set(LAYOUTS)
         for name, (got, worst, sums) in results.items():
             assert got == pytest.approx(losses, rel=1e-5), (name, rank, got, losses)
@@ -186,6 +206,21 @@ def test_a_dp4_checkpoint_resumes_at_tp2_pp2_on_the_megatron_engine(reference, l
         restored, loss = torch.load(f"{layouts}.rank{rank}")["resumed"]
         assert restored == SAVED_LR
         assert loss == pytest.approx(third, rel=1e-5), (rank, loss, third)
+
+
+def test_a_tp2_pp2_nemo_restores_at_tp2_pp2_and_at_tp1(reference, layouts):
+    """FLMModel.save_to / restore_from under pipeline parallelism: the 4 ranks get their own
+    tensors back, and one process restoring at TP1 gets the whole model."""
+    from nemo_flm.training.flm_model import FLMModel
+
+    assert all(torch.load(f"{layouts}.rank{rank}")["nemo_round_trip"] for rank in range(4))
+    path = f"{layouts}.nemo"
+    cfg = FLMModel.restore_from(path, return_config=True)
+    cfg.parallel.tensor_model_parallel_size = cfg.parallel.pipeline_model_parallel_size = 1
+    restored = FLMModel.restore_from(path, override_config_path=cfg, map_location="cpu")
+    initial = torch.load(layouts)["initial"]
+    for name, param in restored.model.named_parameters():
+        torch.testing.assert_close(param.detach(), initial[name], rtol=0, atol=0)
 
 
 def test_a_tp2_pp2_checkpoint_resumes_at_tp1_and_grows(reference, layouts, tmp_path):
