@@ -17,7 +17,7 @@ import torch
 from nemo_flm import parallel
 from nemo_flm.config import ConfigError
 from nemo_flm.model.builder import as_network
-from nemo_flm.training.forward_step import Batch, forward_step, micro_batches
+from nemo_flm.training.forward_step import Batch, micro_batch_losses
 from nemo_flm.training.local_engine import LocalEngine
 from nemo_flm.training.megatron_engine import MegatronEngine, run_schedule
 
@@ -63,8 +63,6 @@ def eval_sums(chunks: List[torch.nn.Module], batch: Batch, cfg: Any) -> torch.Te
         return run_schedule(chunks, batch, cfg, forward_only=True)
     (model,) = chunks
     sums = torch.zeros(2, dtype=torch.float32, device=next(model.parameters()).device)
-    for micro in micro_batches(batch, cfg.micro_batch_size):
-        output, loss_func = forward_step(iter([micro]), model)
-        summed, tokens, _ = loss_func(output)
+    for summed, tokens in micro_batch_losses(model, batch, cfg.micro_batch_size):
         sums += torch.stack([summed.float(), tokens.float()])
     return sums

@@ -42,3 +42,12 @@ def forward_step(data_iterator: Iterator[Batch], model: torch.nn.Module) -> Tupl
     micro = next(data_iterator)
     output = model(micro["tokens"], micro["position_ids"], None, labels=micro["labels"])
     return output, partial(masked_loss, micro["loss_mask"])
+
+
+def micro_batch_losses(model: torch.nn.Module, batch: Batch, micro_batch_size: int) -> Iterator[Tuple[Tensor, Tensor]]:
+    """(summed loss, loss tokens) of each micro-batch in turn, the forward step run directly on
+    one model (no pipeline schedule): the local engine's loop and single-stage validation."""
+    for micro in micro_batches(batch, micro_batch_size):
+        output, loss_func = forward_step(iter([micro]), model)
+        summed, tokens, _ = loss_func(output)
+        yield summed, tokens

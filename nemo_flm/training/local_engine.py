@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Tuple
 import torch
 
 from nemo_flm import parallel
-from nemo_flm.training.forward_step import Batch, forward_step, micro_batches
+from nemo_flm.training.forward_step import Batch, micro_batch_losses
 from nemo_flm.training.nonfinite import all_finite, check
 from nemo_flm.training.optim import build_optimizer, clip_grad_norm
 
@@ -50,9 +50,7 @@ class LocalEngine:
         total = parallel.all_reduce(batch["loss_mask"].sum().to(device, torch.float32), parallel.dp_group())
         total = total.clamp_min(1.0)
         loss = torch.zeros((), dtype=torch.float32, device=device)
-        for micro in micro_batches(batch, self.micro_batch_size):
-            output, loss_func = forward_step(iter([micro]), self.model)
-            summed, _, _ = loss_func(output)
+        for summed, _ in micro_batch_losses(self.model, batch, self.micro_batch_size):
             (summed / total).backward()
             loss += summed.detach().float()
         params = [p for p in self.model.parameters() if p.requires_grad]
