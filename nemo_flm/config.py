@@ -119,6 +119,9 @@ class ModelConfig:
     rotary_base: float = 10000.0
     xpos_gamma: float = 0.4
     xpos_scale_base: float = 512.0
+    # blockwise causal attention (the xPos paper's length extrapolation): past seq_length, each half
+    # window of seq_length/2 queries attends to itself and the previous half window (SDPA backend)
+    blockwise_attention: bool = False
     # FLM's HF config semantics: embeddings x input_mult; logits x output_mult / mup_scale_factor
     use_mup: bool = False
     input_mult: float = 1.0
@@ -288,6 +291,10 @@ def validate(cfg: Any) -> None:
         f"position_embedding must be 'xpos' or 'rope', got '{cfg.position_embedding}'",
     )
     _require(cfg.xpos_scale_base > 0, "xpos_scale_base must be > 0")
+    _require(
+        not cfg.blockwise_attention or (cfg.seq_length % 2 == 0 and cfg.attention_backend == "sdpa"),
+        "blockwise_attention needs an even seq_length (half windows) and attention_backend sdpa (it uses a mask)",
+    )
     _require(
         cfg.transformer_impl in ("local", "transformer_engine"),
         f"transformer_impl must be 'local' or 'transformer_engine', got '{cfg.transformer_impl}'",

@@ -5,15 +5,19 @@ whole cache at every decoding step (docs/flm_facts.md §7). So the GPTModel is b
 position_embedding_type='none' and this subclass places q and k itself, at the single point where
 both exist and no cache write has happened yet: `_adjust_key_value_for_inference`, which megatron
 calls on every forward (it returns at once when there is no inference context). Positions are the
-cache offset plus 0..s-1, so cached decoding and a full forward see the same transforms.
+cache offset plus 0..s-1; the xPos centre is the model's (or, for a forward that reaches past it,
+one that keeps the factors in float range), and under a KV cache the context's (model/kv_cache.py).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 from megatron.core.transformer.attention import SelfAttention
 
-from nemo_flm.model.xpos import PositionConfig, apply_positions
+from nemo_flm.model.kv_cache import FLMInferenceContext
+from nemo_flm.model.xpos import PositionConfig, apply_positions, centre_for
 
 
 class FLMSelfAttention(SelfAttention):
@@ -24,14 +28,19 @@ class FLMSelfAttention(SelfAttention):
         self.positions = positions
 
     def _adjust_key_value_for_inference(self, inference_context, query, key, value, *args, **kwargs):
-        offset = 0
-        if inference_context is not None:
-            if not inference_context.is_static_batching():
-                raise NotImplementedError("FLM attention supports megatron's static KV cache only")
+        count = query.shape[0]  # query: [s, b, heads, d]; key: [s, b, groups, d]
+        if inference_context is None:
+            offset, place = 0, replace(self.positions, center=centre_for(self.positions, 0, count - 1))
+        elif isinstance(inference_context, FLMInferenceContext):
             offset = inference_context.sequence_len_offset
-        # query: [s, b, heads, d]; key: [s, b, groups, d]
-        pos = torch.arange(offset, offset + query.shape[0], device=query.device)
-        query, key = apply_positions(query, key, pos, self.positions)
+            place = inference_context.place(self.layer_number, count, self.positions)
+        else:
+            raise TypeError(
+                f"FLM attention needs a nemo_flm.model.kv_cache.FLMInferenceContext (its keys carry xPos), "
+                f"got {type(inference_context).__name__}"
+            )
+        pos = torch.arange(offset, offset + count, device=query.device)
+        query, key = apply_positions(query, key, pos, place)
         return super()._adjust_key_value_for_inference(inference_context, query, key, value, *args, **kwargs)
 
     def _allocate_memory(self, inference_max_sequence_length, batch_size, dim, dtype):

@@ -109,6 +109,7 @@ def build_model(
         position_embedding_type="none",
         input_mult=cfg.input_mult,
         logit_scale=logit_scale(cfg),
+        blockwise_window=cfg.seq_length if cfg.blockwise_attention else None,
     )
 
 

@@ -5,6 +5,8 @@ FLM's HF config multiplies the embedding output by `input_mult` and the logits b
 hooks: the embedding output is computed here and handed in as `decoder_input`, and the final
 hidden states are scaled on their way into the (bias-free, linear) output layer, which scales the
 logits exactly while megatron keeps computing logits and loss in its own [s, b, v] layout.
+With `blockwise_window`, sequences longer than the window get the blockwise causal mask
+(model/blockwise.py), built here where the cache offset is known and handed to every layer.
 """
 
 from __future__ import annotations
@@ -14,12 +16,22 @@ from typing import Optional
 from megatron.core.models.gpt import GPTModel
 from torch import Tensor
 
+from nemo_flm.model.blockwise import blockwise_mask
+
 
 class FLMGPTModel(GPTModel):
-    def __init__(self, *args, input_mult: float = 1.0, logit_scale: float = 1.0, **kwargs):
+    def __init__(
+        self,
+        *args,
+        input_mult: float = 1.0,
+        logit_scale: float = 1.0,
+        blockwise_window: Optional[int] = None,
+        **kwargs,
+    ):
         super().__init__(*args, **kwargs)
         self.input_mult = input_mult
         self.logit_scale = logit_scale
+        self.blockwise_window = blockwise_window
 
     def forward(
         self,
@@ -37,6 +49,9 @@ class FLMGPTModel(GPTModel):
         With an inference context the logits are gathered over TP (megatron requires it)."""
         if inference_context is not None and runtime_gather_output is None:
             runtime_gather_output = True
+        if self.blockwise_window is not None and attention_mask is None:
+            first = inference_context.sequence_len_offset if inference_context is not None else 0
+            attention_mask = blockwise_mask(first, input_ids.shape[1], self.blockwise_window, input_ids.device)
         if self.pre_process and decoder_input is None and self.input_mult != 1.0:
             decoder_input = self.embedding(input_ids=input_ids, position_ids=position_ids) * self.input_mult
         return super().forward(

@@ -7,18 +7,25 @@ element i + d/2):
     q_m -> R(m) q_m * zeta^((m-c)/scale_base)
     k_n -> R(n) k_n * zeta^(-(n-c)/scale_base)
 so q_m . k_n carries zeta^((m-n)/scale_base): a decay with distance that does not depend on c.
-The centre c only keeps the factors in floating-point range; we fix it (c = training length / 2)
-so that keys can be transformed once, before they enter a KV cache, and never re-rotated.
+The centre c only keeps the factors in floating-point range: zeta_0 = gamma/(1+gamma) = 0.286, so a
+key 36,000 positions past a fixed centre overflows fp32 (and bf16, same exponent range). Positions
+within `xpos_reach` of the centre keep every factor inside e^(+-40). A forward uses the model's
+centre (c = training length / 2) when its positions are within reach of it; a KV cache moves the
+centre when new positions leave its reach, multiplying the cached keys by a per-pair constant
+(`recentre_keys`): keys are rotated once, when written, and never re-rotated.
 Angles and scales are computed in float64 (tiny [s, d/2] tensors) so long positions keep their
 precision, the transform runs in fp32, and the result is cast back to the input dtype.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+MAX_LOG_FACTOR = 40.0  # |ln| of the largest xPos factor allowed: e^40 ~ 2e17, far inside fp32 and bf16
 
 
 @dataclass(frozen=True)
@@ -79,3 +86,35 @@ def _transform(x: Tensor, positions: Tensor, pos: PositionConfig, sign: float) -
 def apply_positions(query: Tensor, key: Tensor, positions: Tensor, pos: PositionConfig) -> tuple[Tensor, Tensor]:
     """Place q and k ([s, b, h, d], same positions [s]) with rope or xPos."""
     return _transform(query, positions, pos, 1.0), _transform(key, positions, pos, -1.0)
+
+
+def xpos_reach(pos: PositionConfig) -> int:
+    """How far (in positions) from the centre every xPos factor stays within e^(+-MAX_LOG_FACTOR):
+    the smallest zeta, gamma/(1+gamma), grows fastest (16,348 positions for FLM's gamma 0.4, base 512)."""
+    smallest_zeta = pos.gamma / (1.0 + pos.gamma)
+    return int(MAX_LOG_FACTOR * pos.scale_base / -math.log(smallest_zeta))
+
+
+def centre_for(pos: PositionConfig, first: int, last: int, current: float | None = None) -> float:
+    """The centre for positions first..last: the current one (else the model's) while it reaches them;
+    otherwise first + reach, the centre that reaches them and leaves the most room after `last`."""
+    if pos.kind != "xpos":
+        return pos.center
+    reach = xpos_reach(pos)
+    if last - first > 2 * reach:
+        raise ValueError(
+            f"positions {first}..{last} span more than 2 x {reach}, beyond which xPos factors leave float range: "
+            "feed them in chunks through a KV cache (nemo_flm.model.kv_cache)"
+        )
+    for centre in (current, pos.center):
+        if centre is not None and last - reach <= centre <= first + reach:
+            return centre
+    return float(first + reach)
+
+
+def recentre_keys(keys: Tensor, old: float, new: float, pos: PositionConfig) -> Tensor:
+    """Keys placed with centre `old` as if placed with `new`: the factor zeta^(-(n-c)/scale_base)
+    changes by zeta^((new-old)/scale_base), the same for every position, so no re-rotation.
+    keys: [s, b, h, d]. Keys far behind `new` shrink toward 0, as their true scores do."""
+    factor = xpos_zeta(keys.shape[-1], pos.gamma).to(keys.device) ** ((new - old) / pos.scale_base)
+    return (keys.float() * torch.cat((factor, factor)).float()).to(keys.dtype)
