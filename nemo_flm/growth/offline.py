@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import copy
 import os
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
 import torch
 from megatron.core import parallel_state
-from omegaconf import OmegaConf
 from torch import Tensor
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.lightning_io import checkpoint_dir, read_trainer_state
-from nemo_flm.checkpoint.nemo_file import WEIGHTS
-from nemo_flm.checkpoint.shards import ShardReader, consolidate
+from nemo_flm.checkpoint.shards import consolidate
+from nemo_flm.checkpoint.source import open_checkpoint
 from nemo_flm.config import ConfigError, ffn_size, load_shape_config
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
@@ -74,26 +71,9 @@ class StageCheckpoint:
     consumed_samples: int
 
 
-def _open(src: str, workdir: str):
-    """(shard reader, model config, trainer state or {}) of a .nemo or an exp_manager checkpoint."""
-    if src.endswith(".nemo"):
-        with tarfile.open(src) as tar:
-            members = [m for m in tar.getmembers() if m.name.lstrip("./").startswith((WEIGHTS, "model_config.yaml"))]
-            tar.extractall(workdir, members=members, filter="data")
-        return (
-            ShardReader(os.path.join(workdir, WEIGHTS)),
-            OmegaConf.load(os.path.join(workdir, "model_config.yaml")),
-            {},
-        )
-    state = read_trainer_state(src)
-    return ShardReader(checkpoint_dir(src)), state["hyper_parameters"]["cfg"], state
-
-
 def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
     """Open `src`, checked against its own config; `workdir` holds extracted or consolidated files."""
-    if not os.path.exists(src) and not os.path.exists(src.removesuffix(".ckpt")):
-        raise FileNotFoundError(f"checkpoint '{src}' not found")
-    reader, cfg, state = _open(src, workdir)
+    reader, cfg, state = open_checkpoint(src, workdir)
     model_cfg = load_shape_config(cfg)
     for name, param in _skeleton(model_cfg).named_parameters():
         key = PREFIX + name

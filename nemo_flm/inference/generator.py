@@ -1,0 +1,163 @@
+"""Batched generation and scoring with the xPos KV cache (model/kv_cache.py).
+
+Prompts of different lengths share one cache and one set of positions, as in NeMo 1.x: the batch is
+pre-filled up to the shortest prompt, then advances one position at a time; a row still inside its
+prompt is fed its prompt token, a row past it the token just chosen. No padding enters attention,
+so each row computes what it would compute alone. Prompts longer than the xPos reach are pre-filled
+in chunks. Log-probabilities are those of the model's own distribution (before temperature,
+top-k/top-p or the repetition penalty), which is what loglikelihood evaluation needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from nemo_flm.data.tokenizer import FLMTokenizer
+from nemo_flm.model.kv_cache import FLMInferenceContext
+from nemo_flm.model.xpos import xpos_reach
+
+from .sampling import SamplingParams, next_tokens, penalise_repeats
+
+TokenCallback = Callable[[int, str], None]  # (row, new text) as tokens are chosen
+
+
+@dataclass
+class Completion:
+    prompt_ids: List[int]
+    token_ids: List[int] = field(default_factory=list)  # generated, up to and including an end token
+    logprobs: List[float] = field(default_factory=list)  # log p(token | everything before it)
+    top_logprobs: List[Dict[int, float]] = field(default_factory=list)  # with params.top_logprobs
+    full_logprobs: List[Tensor] = field(default_factory=list)  # [V] rows, with params.all_probs
+    finish_reason: str = "length"  # "stop": an end token or end string; "length": tokens_to_generate
+    text: str = ""
+
+
+@dataclass
+class Scores:
+    """Teacher-forced log-probabilities of a token sequence (what `echo` returns)."""
+
+    logprobs: List[Optional[float]]  # None for the first token (nothing precedes it)
+    top_logprobs: List[Optional[Dict[int, float]]]
+
+
+def _top(logprobs: Tensor, k: int) -> List[Dict[int, float]]:
+    values, ids = logprobs.topk(k, dim=-1)
+    return [dict(zip(i.tolist(), v.tolist())) for i, v in zip(ids, values)]
+
+
+class Generator:
+    """Generation and scoring for one FLM network (this rank's TP shard; logits are gathered)."""
+
+    def __init__(self, network: torch.nn.Module, tokenizer: FLMTokenizer, max_context: int):
+        self.network = network
+        self.tokenizer = tokenizer
+        self.max_context = max_context  # prompt + generated tokens, the size of the KV cache
+        attention = network.decoder.layers[0].self_attention
+        self.chunk = xpos_reach(attention.positions)  # the longest forward that keeps xPos in range
+        self.device = next(network.parameters()).device
+
+    def _forward(self, tokens: Tensor, ctx: FLMInferenceContext) -> Tensor:
+        """Logits (fp32) of the new tokens [b, s] at the cache offset; advances the cache."""
+        positions = torch.arange(ctx.sequence_len_offset, ctx.sequence_len_offset + tokens.shape[1])
+        logits = self.network(tokens, positions[None].to(self.device), None, inference_context=ctx)
+        ctx.increment_sequence_len_offset(tokens.shape[1])
+        return logits.float()
+
+    def _prefill(self, tokens: Tensor, ctx: FLMInferenceContext) -> Tensor:
+        """Logits of every position of `tokens`, fed in chunks the xPos reach allows."""
+        return torch.cat([self._forward(part, ctx) for part in tokens.split(self.chunk, dim=1)], dim=1)
+
+    def _check_length(self, length: int) -> None:
+        if length > self.max_context:
+            raise ValueError(
+                f"{length} tokens exceed the context limit {self.max_context}: shorten the prompt or lower "
+                "tokens_to_generate (or raise the limit, max_context)"
+            )
+
+    @torch.no_grad()
+    def score(self, sequences: Sequence[Sequence[int]], top_k: int = 0) -> List[Scores]:
+        """Log p(token_i | tokens_<i) for every token of each sequence, and the top_k alternatives."""
+        longest = max(len(s) for s in sequences)
+        self._check_length(longest)
+        tokens = torch.full((len(sequences), longest), self.tokenizer.pad, dtype=torch.long)
+        for row, seq in enumerate(sequences):
+            tokens[row, : len(seq)] = torch.as_tensor(seq)
+        ctx = FLMInferenceContext(len(sequences), longest)
+        logprobs = self._prefill(tokens.to(self.device), ctx).log_softmax(-1).cpu()  # [b, s, V]
+        results = []
+        for row, seq in enumerate(sequences):
+            n = len(seq)
+            picked = logprobs[row, : n - 1].gather(-1, tokens[row, 1:n, None])[:, 0].tolist()
+            tops = _top(logprobs[row, : n - 1], top_k) if top_k else [None] * (n - 1)
+            results.append(Scores([None, *picked], [None, *tops]))
+        return results
+
+    @torch.no_grad()
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, on_token: Optional[TokenCallback] = None
+    ) -> List[Completion]:
+        """Up to params.tokens_to_generate new tokens after each prompt (token ids, BOS already added)."""
+        params.check()
+        if not prompts or any(len(p) == 0 for p in prompts):
+            raise ValueError("every prompt needs at least one token (add_BOS gives an empty prompt one)")
+        lengths = [len(p) for p in prompts]
+        total = max(lengths) + params.tokens_to_generate
+        self._check_length(total)
+        tokens = torch.full((len(prompts), total), self.tokenizer.pad, dtype=torch.long)
+        for row, prompt in enumerate(prompts):
+            tokens[row, : len(prompt)] = torch.as_tensor(prompt)
+        tokens = tokens.to(self.device)
+        out = [Completion(list(p)) for p in prompts]
+        done = [params.tokens_to_generate == 0] * len(prompts)
+        generator = torch.Generator(self.device)
+        generator.manual_seed(params.random_seed if params.random_seed is not None else torch.seed())
+        ctx = FLMInferenceContext(len(prompts), total)
+        logits = self._prefill(tokens[:, : min(lengths)], ctx)[:, -1]
+        for t in range(min(lengths), total):
+            if all(done):
+                break
+            chosen = self._choose(logits, tokens[:, :t], out, params, generator)
+            for row, completion in enumerate(out):
+                if t < lengths[row] or done[row]:
+                    continue
+                tokens[row, t] = chosen[row]
+                done[row] = self._record(completion, logits[row], int(chosen[row]), params, on_token, row)
+            logits = self._forward(tokens[:, t : t + 1], ctx)[:, -1]
+        for completion in out:
+            completion.text = self.tokenizer.decode(completion.token_ids)
+        return out
+
+    def _choose(self, logits, seen, out: List[Completion], params: SamplingParams, generator) -> Tensor:
+        """The next token of every row: repetition penalty, the end token held back until
+        min_tokens_to_generate, then greedy or sampling."""
+        processed = penalise_repeats(logits, seen, params.repetition_penalty)
+        early = torch.tensor([len(c.token_ids) < params.min_tokens_to_generate for c in out], device=logits.device)
+        processed[:, self.tokenizer.eod] = processed[:, self.tokenizer.eod].masked_fill(early, float("-inf"))
+        return next_tokens(processed, params, generator).cpu()
+
+    def _record(self, completion, logits: Tensor, token: int, params, on_token, row: int) -> bool:
+        """Append the chosen token and its log-probabilities; True when the row is finished."""
+        logprobs = logits.log_softmax(-1)
+        completion.token_ids.append(token)
+        completion.logprobs.append(float(logprobs[token]))
+        if params.top_logprobs:
+            completion.top_logprobs.extend(_top(logprobs[None], params.top_logprobs))
+        if params.all_probs:
+            completion.full_logprobs.append(logprobs.cpu())
+        if on_token is not None:
+            on_token(row, self.tokenizer.decode([token]))
+        if token == self.tokenizer.eod or self._ends(completion.token_ids, params.end_strings):
+            completion.finish_reason = "stop"
+            return True
+        return len(completion.token_ids) >= params.tokens_to_generate
+
+    def _ends(self, token_ids: List[int], end_strings: List[str]) -> bool:
+        """Whether the generated text ends with an end string (decoding only the tail that can hold one)."""
+        if not end_strings:
+            return False
+        tail = self.tokenizer.decode(token_ids[-max(len(s) for s in end_strings) - 4 :])
+        return any(tail.endswith(s) for s in end_strings)

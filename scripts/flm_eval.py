@@ -1,0 +1,114 @@
+"""Generate text with a trained FLM model: `python scripts/flm_eval.py [key=value ...]`.
+
+NeMo 1.x's megatron_gpt_eval.py with its config keys (conf/flm_inference.yaml): `gpt_model_file`
+(default: the main job's .nemo) or `checkpoint_dir` + `checkpoint_name`, `prompts` or
+`prompts_jsonl`, the `inference:` sampling keys, `tensor_model_parallel_size: -1` (as saved).
+`server=true` serves the model over HTTP instead (nemo_flm/inference/server.py). Tensor
+parallelism: launch one process per rank with torchrun; rank 0 prints.
+"""
+
+import json
+import os
+import sys
+
+from nemo_flm.console import quiet_startup
+
+quiet_startup()
+
+from nemo.core.config import hydra_runner  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from nemo_flm import parallel  # noqa: E402
+from nemo_flm.atomic import atomic_output  # noqa: E402
+from nemo_flm.config import ConfigError  # noqa: E402
+from nemo_flm.data.tokenizer import FLMTokenizer, check_vocab_covers_tokenizer  # noqa: E402
+from nemo_flm.inference.generator import Completion, Generator  # noqa: E402
+from nemo_flm.inference.loading import load_for_inference  # noqa: E402
+from nemo_flm.inference.sampling import SamplingParams  # noqa: E402
+
+
+def model_path(cfg: DictConfig) -> str:
+    """The .nemo or checkpoint to load: exactly one of gpt_model_file and checkpoint_dir."""
+    if cfg.checkpoint_dir:
+        path = os.path.join(cfg.checkpoint_dir, cfg.checkpoint_name or "")
+    elif cfg.gpt_model_file:
+        path = cfg.gpt_model_file
+    else:
+        raise ConfigError("set gpt_model_file (a .nemo) or checkpoint_dir (+ checkpoint_name)")
+    if not os.path.exists(path) and not os.path.exists(path.removesuffix(".ckpt")):
+        raise ConfigError(f"model '{path}' not found: train one first (python scripts/train.py) or point at yours")
+    if cfg.pipeline_model_parallel_size not in (-1, 1):
+        raise ConfigError("inference runs on one pipeline stage: set pipeline_model_parallel_size to -1 or 1")
+    return path
+
+
+def read_prompts(cfg: DictConfig) -> list:
+    """The prompts: `prompts_jsonl` (one {"prompt": ...} per line) or the `prompts` list."""
+    if cfg.prompts_jsonl:
+        with open(cfg.prompts_jsonl, encoding="utf-8") as handle:
+            prompts = [json.loads(line)["prompt"] for line in handle if line.strip()]
+    else:
+        prompts = list(cfg.prompts or [])
+    if not prompts or not all(isinstance(p, str) and p for p in prompts):
+        raise ConfigError("prompts must be a non-empty list of non-empty strings (or prompts_jsonl lines)")
+    return prompts
+
+
+def show(prompt: str, completion: Completion, params: SamplingParams) -> str:
+    lines = [f"=== {prompt}{completion.text}"]
+    if params.compute_logprob:
+        lines.append(f"    logprobs: {[round(x, 4) for x in completion.logprobs]}")
+    return "\n".join(lines)
+
+
+def generate_all(generator: Generator, prompts: list, params: SamplingParams, cfg: DictConfig) -> list:
+    """Results in prompt order, `batch_size` prompts per batch, with a progress bar (or streaming)."""
+    tokenizer, results = generator.tokenizer, []
+    stream = cfg.stream and parallel.is_rank_zero()
+    batch_size = 1 if cfg.stream else cfg.batch_size
+    batches = range(0, len(prompts), batch_size)
+    for start in tqdm(batches, desc="batches", disable=stream or not parallel.is_rank_zero() or len(batches) < 2):
+        batch = prompts[start : start + batch_size]
+        ids = [([tokenizer.bos] if params.add_BOS else []) + tokenizer.encode(p) for p in batch]
+        if stream:
+            print(f"=== {batch[0]}", end="", flush=True)
+        on_token = (lambda row, text: print(text, end="", flush=True)) if stream else None
+        completions = generator.generate(ids, params, on_token)
+        if stream:
+            print()
+        results.extend(zip(batch, completions))
+    return results
+
+
+@hydra_runner(config_path="../conf", config_name="flm_inference")
+def main(cfg: DictConfig) -> None:
+    try:
+        path = model_path(cfg)
+        params = SamplingParams.from_mapping(OmegaConf.to_container(cfg.inference, resolve=True))
+        prompts = None if cfg.server else read_prompts(cfg)
+        loaded = load_for_inference(path, cfg.tensor_model_parallel_size, cfg.model_overrides)
+        check_vocab_covers_tokenizer(loaded.cfg)
+    except (ConfigError, ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"error: {err}") from None
+    generator = Generator(loaded.network, FLMTokenizer(), cfg.max_context)
+    if cfg.server:
+        from nemo_flm.inference.server import serve
+
+        serve(generator, params, cfg.host, cfg.port)
+        return
+    results = generate_all(generator, prompts, params, cfg)
+    if not parallel.is_rank_zero():
+        return
+    if not cfg.stream:
+        print("\n".join(show(prompt, completion, params) for prompt, completion in results))
+    if cfg.output_jsonl:
+        with atomic_output(cfg.output_jsonl) as tmp, open(tmp, "w", encoding="utf-8") as handle:
+            for prompt, c in results:
+                record = {"prompt": prompt, "text": c.text, "token_ids": c.token_ids, "logprobs": c.logprobs}
+                handle.write(json.dumps({**record, "finish_reason": c.finish_reason}, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
