@@ -24,8 +24,10 @@ def _extract_nemo(src: str, workdir: str) -> None:
         with tarfile.open(src) as tar:
             members = [m for m in tar.getmembers() if m.name.lstrip("./").startswith((WEIGHTS, CONFIG))]
             tar.extractall(workdir, members=members, filter="data")
-    except (tarfile.TarError, EOFError) as err:
-        raise ValueError(f"'{src}' is not a readable .nemo file ({err}): pass a .nemo written by nemo_flm") from None
+    except (tarfile.TarError, EOFError):
+        raise ValueError(
+            f"'{src}' is not a .nemo file (not a readable tar archive): pass a .nemo written by nemo_flm"
+        ) from None
     if not os.path.isfile(os.path.join(workdir, CONFIG)) or not os.path.isdir(os.path.join(workdir, WEIGHTS)):
         raise ValueError(f"'{src}' is a tar file but not a nemo_flm .nemo (no {CONFIG} and {WEIGHTS}/)")
 

@@ -22,7 +22,7 @@ from nemo_flm.model.xpos import xpos_reach
 
 from .sampling import SamplingParams, next_tokens, penalise_repeats
 
-TokenCallback = Callable[[int, str], None]  # (row, new text) as tokens are chosen
+TokenCallback = Callable[[int, str], None]  # (row, new text) as tokens are chosen, whole characters only
 
 
 @dataclass
@@ -149,11 +149,19 @@ class Generator:
         if params.all_probs:
             completion.full_logprobs.append(logprobs.cpu())
         if on_token is not None:
-            on_token(row, self.tokenizer.decode([token]))
+            self._stream(completion, on_token, row)
         if token == self.tokenizer.eod or self._ends(completion.token_ids, params.end_strings):
             completion.finish_reason = "stop"
             return True
         return len(completion.token_ids) >= params.tokens_to_generate
+
+    def _stream(self, completion: Completion, on_token: TokenCallback, row: int) -> None:
+        """Hand on the text the new token completes; a token that ends inside a UTF-8 character (one
+        Chinese character can span tokens) waits for the next."""
+        text = self.tokenizer.decode(completion.token_ids)
+        if not text.endswith("\ufffd"):
+            on_token(row, text[len(completion.text) :])
+            completion.text = text
 
     def _ends(self, token_ids: List[int], end_strings: List[str]) -> bool:
         """Whether the generated text ends with an end string (decoding only the tail that can hold one)."""

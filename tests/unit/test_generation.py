@@ -112,3 +112,14 @@ def test_bad_prompts_are_one_line_errors(generator):
         generator.generate([[]], SamplingParams())
     with pytest.raises(ValueError, match="exceed the context limit 256"):
         generator.generate([[1] * 250], SamplingParams(tokens_to_generate=10))
+
+
+def test_streamed_pieces_add_up_to_the_text(generator):
+    """Streaming hands on whole characters only (a Chinese character can span tokens)."""
+    ids = prompts(generator.tokenizer)[1:2]
+    pieces = []
+    out = generator.generate(
+        ids, SamplingParams(top_p=1.0, random_seed=1, tokens_to_generate=20), lambda r, t: pieces.append(t)
+    )[0]
+    assert "".join(pieces) == out.text.rstrip("\ufffd")
+    assert all("\ufffd" not in p[-1:] for p in pieces if p)
