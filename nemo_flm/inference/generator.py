@@ -44,6 +44,27 @@ class Scores:
     top_logprobs: List[Optional[Dict[int, float]]]
 
 
+def cached_forward(network: torch.nn.Module, tokens: Tensor, ctx: FLMInferenceContext, labels=None) -> Tensor:
+    """Logits [b, s, V] (or per-token losses with labels) of the new tokens at the cache offset;
+    advances the cache."""
+    offset = ctx.sequence_len_offset
+    positions = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)[None]
+    out = network(tokens, positions, None, labels=labels, inference_context=ctx)
+    ctx.increment_sequence_len_offset(tokens.shape[1])
+    return out
+
+
+def forward_in_chunks(network: torch.nn.Module, tokens: Tensor, ctx: FLMInferenceContext, labels=None) -> Tensor:
+    """cached_forward over any length, in chunks no longer than the xPos reach (one chunk keeps
+    every factor in float range; the cache re-centres between chunks)."""
+    chunk = xpos_reach(network.decoder.layers[0].self_attention.positions)
+    parts = [
+        cached_forward(network, part, ctx, None if labels is None else labels[:, start : start + chunk])
+        for start, part in zip(range(0, tokens.shape[1], chunk), tokens.split(chunk, dim=1))
+    ]
+    return torch.cat(parts, dim=1)
+
+
 def _top(logprobs: Tensor, k: int) -> List[Dict[int, float]]:
     values, ids = logprobs.topk(k, dim=-1)
     return [dict(zip(i.tolist(), v.tolist())) for i, v in zip(ids, values)]
@@ -56,20 +77,13 @@ class Generator:
         self.network = network
         self.tokenizer = tokenizer
         self.max_context = max_context  # prompt + generated tokens, the size of the KV cache
-        attention = network.decoder.layers[0].self_attention
-        self.chunk = xpos_reach(attention.positions)  # the longest forward that keeps xPos in range
         self.device = next(network.parameters()).device
 
     def _forward(self, tokens: Tensor, ctx: FLMInferenceContext) -> Tensor:
-        """Logits (fp32) of the new tokens [b, s] at the cache offset; advances the cache."""
-        positions = torch.arange(ctx.sequence_len_offset, ctx.sequence_len_offset + tokens.shape[1])
-        logits = self.network(tokens, positions[None].to(self.device), None, inference_context=ctx)
-        ctx.increment_sequence_len_offset(tokens.shape[1])
-        return logits.float()
+        return cached_forward(self.network, tokens, ctx).float()
 
     def _prefill(self, tokens: Tensor, ctx: FLMInferenceContext) -> Tensor:
-        """Logits of every position of `tokens`, fed in chunks the xPos reach allows."""
-        return torch.cat([self._forward(part, ctx) for part in tokens.split(self.chunk, dim=1)], dim=1)
+        return forward_in_chunks(self.network, tokens, ctx).float()
 
     def _check_length(self, length: int) -> None:
         if length > self.max_context:

@@ -26,15 +26,18 @@ from nemo_flm.model.layernorm import FLMLayerNorm
 from nemo_flm.model.xpos import PositionConfig
 
 
-def flm_layer(positions: PositionConfig, norm, qkv, core_attention, proj, fc1, fc2) -> ModuleSpec:
+def flm_layer(
+    positions: PositionConfig, norm, qkv, core_attention, proj, fc1, fc2, self_attention: type = FLMSelfAttention
+) -> ModuleSpec:
     """A pre-LN GPT block from its leaves; `norm` is IdentityOp where the linear fuses its LayerNorm.
-    Features that change a leaf (the masked leaves of a growth ramp) call this with their own."""
+    Features that change a leaf (the masked leaves of a growth ramp, a benchmark's baseline
+    attention) call this with their own."""
     return ModuleSpec(
         module=TransformerLayer,
         submodules=TransformerLayerSubmodules(
             input_layernorm=norm,
             self_attention=ModuleSpec(
-                module=FLMSelfAttention,
+                module=self_attention,
                 params={"attn_mask_type": AttnMaskType.causal, "positions": positions},
                 submodules=SelfAttentionSubmodules(
                     linear_qkv=qkv,
