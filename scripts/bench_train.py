@@ -19,8 +19,7 @@ def _flm(args):
     from nemo_flm import parallel
     from nemo_flm.config import load_model_config
     from nemo_flm.model.builder import build_model
-    from nemo_flm.training.optim import build_optimizer
-    from nemo_flm.training.step import train_step
+    from nemo_flm.training.local_engine import LocalEngine
 
     cfg = load_model_config(
         {
@@ -37,8 +36,7 @@ def _flm(args):
         }
     )
     parallel.initialize(cfg.parallel, cfg.seed)
-    model = build_model(cfg).train()
-    opt = build_optimizer(model, cfg.optim)
+    engine = LocalEngine(build_model(cfg).train(), cfg.optim, args.batch)  # what training runs on CPU
 
     def step(tokens, labels):
         batch = {
@@ -47,7 +45,7 @@ def _flm(args):
             "loss_mask": torch.ones_like(tokens, dtype=torch.float),
             "position_ids": torch.arange(args.seq)[None].expand_as(tokens),
         }
-        return train_step(model, batch, args.batch, opt, 1.0).loss
+        return engine.train_step(batch)[0]
 
     return step
 
