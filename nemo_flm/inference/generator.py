@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
+from nemo_flm import parallel
 from nemo_flm.data.tokenizer import FLMTokenizer
 from nemo_flm.model.kv_cache import FLMInferenceContext
 from nemo_flm.model.xpos import xpos_reach
@@ -128,7 +130,7 @@ class Generator:
         out = [Completion(list(p)) for p in prompts]
         done = [params.tokens_to_generate == 0] * len(prompts)
         generator = torch.Generator(self.device)
-        generator.manual_seed(params.random_seed if params.random_seed is not None else torch.seed())
+        generator.manual_seed(self._seed(params))
         ctx = FLMInferenceContext(len(prompts), total)
         logits = self._prefill(tokens[:, : min(lengths)], ctx)[:, -1]
         for t in range(min(lengths), total):
@@ -144,6 +146,16 @@ class Generator:
         for completion in out:
             completion.text = self.tokenizer.decode(completion.token_ids)
         return out
+
+    def _seed(self, params: SamplingParams) -> int:
+        """The sampling seed: the requested one, else a fresh one shared by the tensor-parallel ranks
+        (each computes the same gathered logits and must draw the same tokens)."""
+        if params.random_seed is not None:
+            return params.random_seed
+        seed = torch.tensor([torch.seed() % 2**62], device=self.device)
+        if parallel.tp_size() > 1:
+            dist.broadcast(seed, dist.get_global_rank(parallel.tp_group(), 0), group=parallel.tp_group())
+        return int(seed)
 
     def _choose(self, logits, seen, out: List[Completion], params: SamplingParams, generator) -> Tensor:
         """The next token of every row: repetition penalty, the end token held back until

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from typing import Optional
 
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 from torch import Tensor
 
@@ -46,15 +49,14 @@ class FLMGPTModel(GPTModel):
     ) -> Tensor:
         """Logits [b, s, vocab(/TP)] or, with labels [b, s], the per-token loss [b, s] (fp32).
 
-        With an inference context the logits are gathered over TP (megatron requires it)."""
-        if inference_context is not None and runtime_gather_output is None:
-            runtime_gather_output = True
+        With an inference context the logits are gathered over TP, here on the logits' own device
+        (megatron's gather allocates on torch.cuda.current_device(), which CPUs lack)."""
         if self.blockwise_window is not None and attention_mask is None:
             first = inference_context.sequence_len_offset if inference_context is not None else 0
             attention_mask = blockwise_mask(first, input_ids.shape[1], self.blockwise_window, input_ids.device)
         if self.pre_process and decoder_input is None and self.input_mult != 1.0:
             decoder_input = self.embedding(input_ids=input_ids, position_ids=position_ids) * self.input_mult
-        return super().forward(
+        out = super().forward(
             input_ids,
             position_ids,
             attention_mask,
@@ -64,9 +66,24 @@ class FLMGPTModel(GPTModel):
             runtime_gather_output=runtime_gather_output,
             **kwargs,
         )
+        if inference_context is not None and labels is None and self.post_process:
+            return _gather_vocab(out)
+        return out
 
     def _postprocess(self, hidden_states: Tensor, **kwargs):
-        """Scale the final hidden states by the logit multiplier before the output layer."""
+        """Scale the final hidden states by the logit multiplier before the output layer. The
+        inference context is not passed on: FLMInferenceContext keeps every position's logits, so
+        megatron would only insist on its CUDA-only TP gather (forward gathers instead)."""
         if self.post_process and self.logit_scale != 1.0:
             hidden_states = hidden_states * self.logit_scale
-        return super()._postprocess(hidden_states=hidden_states, **kwargs)
+        return super()._postprocess(hidden_states=hidden_states, **{**kwargs, "inference_context": None})
+
+
+def _gather_vocab(logits: Tensor) -> Tensor:
+    """[b, s, vocab/TP] shards -> [b, s, vocab], in tensor-parallel rank order."""
+    group = parallel_state.get_tensor_model_parallel_group()
+    if dist.get_world_size(group) == 1:
+        return logits
+    parts = [torch.empty_like(logits) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(parts, logits.contiguous(), group=group)
+    return torch.cat(parts, dim=-1)

@@ -63,3 +63,38 @@ def test_paths_that_are_not_checkpoints_are_one_line_errors(single_process, tmp_
             load_for_inference(path)
         assert "\n" not in str(err.value)
     assert os.listdir(folder) == []
+
+
+def _generate_at_tp2(rank, path, out):
+    from nemo_flm.data.tokenizer import FLMTokenizer
+    from nemo_flm.inference.generator import Generator
+    from nemo_flm.inference.loading import load_for_inference
+    from nemo_flm.inference.sampling import SamplingParams
+
+    loaded = load_for_inference(path, tensor_model_parallel_size=2)
+    generator = Generator(loaded.network, FLMTokenizer(), max_context=64)
+    prompts = [generator.tokenizer.encode(t) for t in ("The interpreter", "人民日报")]
+    greedy = generator.generate(prompts, SamplingParams(greedy=True, tokens_to_generate=8, end_strings=[]))
+    sampled = generator.generate(prompts, SamplingParams(top_p=1.0, tokens_to_generate=8, end_strings=[]))
+    torch.save({"greedy": [c.token_ids for c in greedy], "sampled": [c.token_ids for c in sampled]}, f"{out}.{rank}")
+
+
+def test_generation_at_tp2_equals_tp1_and_ranks_agree(single_process, tmp_path):
+    """A TP1 .nemo generating at TP2 (2 gloo processes): greedy tokens equal TP1's, and unseeded
+    sampling draws the same tokens on both ranks (a seed shared over TP)."""
+    from nemo_flm.data.tokenizer import FLMTokenizer
+    from nemo_flm.inference.generator import Generator
+    from nemo_flm.inference.loading import load_for_inference
+    from nemo_flm.inference.sampling import SamplingParams
+    from nemo_flm.training.flm_model import FLMModel
+    from tests.helpers import run_ranks
+
+    path = str(tmp_path / "model.nemo")
+    FLMModel(tiny_cfg(vocab_size=100256, make_vocab_size_divisible_by=128)).save_to(path)
+    generator = Generator(load_for_inference(path).network, FLMTokenizer(), max_context=64)
+    prompts = [generator.tokenizer.encode(t) for t in ("The interpreter", "人民日报")]
+    tp1 = generator.generate(prompts, SamplingParams(greedy=True, tokens_to_generate=8, end_strings=[]))
+    run_ranks(2, _generate_at_tp2, path, str(tmp_path / "out"))
+    ranks = [torch.load(tmp_path / f"out.{r}") for r in range(2)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["greedy"] == [c.token_ids for c in tp1]
