@@ -56,13 +56,20 @@ def cached_forward(network: torch.nn.Module, tokens: Tensor, ctx: FLMInferenceCo
     return out
 
 
-def forward_in_chunks(network: torch.nn.Module, tokens: Tensor, ctx: FLMInferenceContext, labels=None) -> Tensor:
-    """cached_forward over any length, in chunks no longer than the xPos reach (one chunk keeps
-    every factor in float range; the cache re-centres between chunks)."""
-    chunk = xpos_reach(network.decoder.layers[0].self_attention.positions)
+PREFILL_CHUNK = 2048  # bounds a chunk's [chunk, vocab] logits: 0.8 GB per row at FLM's 100,352 rows
+
+
+def chunks(network: torch.nn.Module, length: int) -> List[slice]:
+    """Slices of 0..length no longer than the xPos reach (one forward keeps every factor in float
+    range; the cache re-centres between forwards) nor PREFILL_CHUNK."""
+    size = min(xpos_reach(network.decoder.layers[0].self_attention.positions), PREFILL_CHUNK)
+    return [slice(start, min(start + size, length)) for start in range(0, length, size)]
+
+
+def forward_in_chunks(network: torch.nn.Module, tokens: Tensor, ctx: FLMInferenceContext, labels: Tensor) -> Tensor:
+    """Per-token losses [b, s] of any length through the cache, chunk by chunk."""
     parts = [
-        cached_forward(network, part, ctx, None if labels is None else labels[:, start : start + chunk])
-        for start, part in zip(range(0, tokens.shape[1], chunk), tokens.split(chunk, dim=1))
+        cached_forward(network, tokens[:, part], ctx, labels[:, part]) for part in chunks(network, tokens.shape[1])
     ]
     return torch.cat(parts, dim=1)
 
@@ -85,7 +92,10 @@ class Generator:
         return cached_forward(self.network, tokens, ctx).float()
 
     def _prefill(self, tokens: Tensor, ctx: FLMInferenceContext) -> Tensor:
-        return forward_in_chunks(self.network, tokens, ctx).float()
+        """The last position's logits [b, V] after feeding `tokens` chunk by chunk."""
+        for part in chunks(self.network, tokens.shape[1]):
+            logits = self._forward(tokens[:, part], ctx)[:, -1]
+        return logits
 
     def _check_length(self, length: int) -> None:
         if length > self.max_context:
@@ -96,20 +106,22 @@ class Generator:
 
     @torch.no_grad()
     def score(self, sequences: Sequence[Sequence[int]], top_k: int = 0) -> List[Scores]:
-        """Log p(token_i | tokens_<i) for every token of each sequence, and the top_k alternatives."""
+        """Log p(token_i | tokens_<i) for every token of each sequence, and the top_k alternatives;
+        computed chunk by chunk so that only one chunk's log-probabilities are held."""
         longest = max(len(s) for s in sequences)
         self._check_length(longest)
-        tokens = torch.full((len(sequences), longest), self.tokenizer.pad, dtype=torch.long)
+        tokens = torch.full((len(sequences), longest + 1), self.tokenizer.pad, dtype=torch.long)
         for row, seq in enumerate(sequences):
             tokens[row, : len(seq)] = torch.as_tensor(seq)
         ctx = FLMInferenceContext(len(sequences), longest)
-        logprobs = self._prefill(tokens.to(self.device), ctx).log_softmax(-1).cpu()  # [b, s, V]
-        results = []
-        for row, seq in enumerate(sequences):
-            n = len(seq)
-            picked = logprobs[row, : n - 1].gather(-1, tokens[row, 1:n, None])[:, 0].tolist()
-            tops = _top(logprobs[row, : n - 1], top_k) if top_k else [None] * (n - 1)
-            results.append(Scores([None, *picked], [None, *tops]))
+        results = [Scores([None], [None]) for _ in sequences]
+        for part in chunks(self.network, longest):
+            logprobs = self._forward(tokens[:, part].to(self.device), ctx).log_softmax(-1).cpu()
+            picked = logprobs.gather(-1, tokens[:, part.start + 1 : part.stop + 1, None])[..., 0]
+            for row, seq in enumerate(sequences):
+                n = max(0, min(part.stop, len(seq) - 1) - part.start)  # positions here with a next token
+                results[row].logprobs.extend(picked[row, :n].tolist())
+                results[row].top_logprobs.extend(_top(logprobs[row, :n], top_k) if top_k else [None] * n)
         return results
 
     @torch.no_grad()
@@ -132,7 +144,7 @@ class Generator:
         generator = torch.Generator(self.device)
         generator.manual_seed(self._seed(params))
         ctx = FLMInferenceContext(len(prompts), total)
-        logits = self._prefill(tokens[:, : min(lengths)], ctx)[:, -1]
+        logits = self._prefill(tokens[:, : min(lengths)], ctx)
         for t in range(min(lengths), total):
             if all(done):
                 break

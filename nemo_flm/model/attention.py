@@ -7,6 +7,8 @@ both exist and no cache write has happened yet: `_adjust_key_value_for_inference
 calls on every forward (it returns at once when there is no inference context). Positions are the
 cache offset plus 0..s-1; the xPos centre is the model's (or, for a forward that reaches past it,
 one that keeps the factors in float range), and under a KV cache the context's (model/kv_cache.py).
+A chunk of several new queries over cached keys keeps its causal mask (megatron assumes one query
+per step once the cache holds keys), so a long prompt can be fed in chunks.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import replace
 
 import torch
 from megatron.core.transformer.attention import SelfAttention
+from megatron.core.transformer.enums import AttnMaskType
 
 from nemo_flm.model.kv_cache import FLMInferenceContext
 from nemo_flm.model.xpos import PositionConfig, apply_positions, centre_for
@@ -41,7 +44,12 @@ class FLMSelfAttention(SelfAttention):
             )
         pos = torch.arange(offset, offset + count, device=query.device)
         query, key = apply_positions(query, key, pos, place)
-        return super()._adjust_key_value_for_inference(inference_context, query, key, value, *args, **kwargs)
+        query, key, value, rotary, mask_type, table = super()._adjust_key_value_for_inference(
+            inference_context, query, key, value, *args, **kwargs
+        )
+        if count > 1:  # megatron drops the mask once the cache holds keys; a chunk of queries still needs it
+            mask_type = AttnMaskType.causal  # bottom-right aligned over the cached keys (core_attention.py)
+        return query, key, value, rotary, mask_type, table
 
     def _allocate_memory(self, inference_max_sequence_length, batch_size, dim, dtype):
         """KV-cache buffer on the model's device (megatron's asks torch.cuda, which CPUs lack)."""

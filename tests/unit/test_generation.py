@@ -123,3 +123,18 @@ def test_streamed_pieces_add_up_to_the_text(generator):
     )[0]
     assert "".join(pieces) == out.text.rstrip("\ufffd")
     assert all("\ufffd" not in p[-1:] for p in pieces if p)
+
+
+def test_scores_across_chunks_and_a_recentre(build):
+    """Scale base 4: the xPos reach is 127 positions, so 200 tokens are scored in two chunks with a
+    re-centre between them; the scores still equal one full forward's."""
+    model, cfg = build(xpos_scale_base=4.0, **FLM_VOCAB)
+    generator = Generator(model, FLMTokenizer(), max_context=256)
+    seqs = [torch.randint(0, 100256, (200,)).tolist(), torch.randint(0, 100256, (150,)).tolist()]
+    scores = generator.score(seqs)
+    with torch.no_grad():
+        for seq, got in zip(seqs, scores):
+            logp = model(torch.tensor([seq]), torch.arange(len(seq))[None], None)[0].log_softmax(-1)
+            want = logp[:-1].gather(-1, torch.tensor(seq[1:])[:, None])[:, 0]
+            assert len(got.logprobs) == len(seq)
+            torch.testing.assert_close(torch.tensor(got.logprobs[1:]), want, atol=1e-5, rtol=0)
