@@ -25,7 +25,8 @@ setup(
         "safetensors",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "transformers>=4.40", "ruff==0.17.6"],
+        # lm-eval[api]: requests, aiohttp, tenacity for its local-completions model (tests/integration/test_server.py)
+        "test": ["pytest>=8", "pytest-timeout", "transformers>=4.40", "ruff==0.17.6", "lm-eval[api]==0.4.13"],
         "gpu": ["transformer_engine[pytorch]", "flash-attn"],
     },
 )

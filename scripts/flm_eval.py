@@ -8,7 +8,6 @@ parallelism: launch one process per rank with torchrun; rank 0 prints.
 """
 
 import json
-import os
 import sys
 
 from nemo_flm.console import quiet_startup
@@ -16,31 +15,15 @@ from nemo_flm.console import quiet_startup
 quiet_startup()
 
 from nemo.core.config import hydra_runner  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from nemo_flm import parallel  # noqa: E402
 from nemo_flm.atomic import atomic_output  # noqa: E402
 from nemo_flm.config import ConfigError  # noqa: E402
-from nemo_flm.data.tokenizer import FLMTokenizer, check_vocab_covers_tokenizer  # noqa: E402
 from nemo_flm.inference.generator import Completion, Generator  # noqa: E402
-from nemo_flm.inference.loading import load_for_inference  # noqa: E402
+from nemo_flm.inference.job import check_single_process, load_generator, sampling_defaults, server_limits  # noqa: E402
 from nemo_flm.inference.sampling import SamplingParams  # noqa: E402
-
-
-def model_path(cfg: DictConfig) -> str:
-    """The .nemo or checkpoint to load: exactly one of gpt_model_file and checkpoint_dir."""
-    if cfg.checkpoint_dir:
-        path = os.path.join(cfg.checkpoint_dir, cfg.checkpoint_name or "")
-    elif cfg.gpt_model_file:
-        path = cfg.gpt_model_file
-    else:
-        raise ConfigError("set gpt_model_file (a .nemo) or checkpoint_dir (+ checkpoint_name)")
-    if not os.path.exists(path) and not os.path.exists(path.removesuffix(".ckpt")):
-        raise ConfigError(f"model '{path}' not found: train one first (python scripts/train.py) or point at yours")
-    if cfg.pipeline_model_parallel_size not in (-1, 1):
-        raise ConfigError("inference runs on one pipeline stage: set pipeline_model_parallel_size to -1 or 1")
-    return path
 
 
 def read_prompts(cfg: DictConfig) -> list:
@@ -84,18 +67,17 @@ def generate_all(generator: Generator, prompts: list, params: SamplingParams, cf
 @hydra_runner(config_path="../conf", config_name="flm_inference")
 def main(cfg: DictConfig) -> None:
     try:
-        path = model_path(cfg)
-        params = SamplingParams.from_mapping(OmegaConf.to_container(cfg.inference, resolve=True))
+        params = sampling_defaults(cfg)
         prompts = None if cfg.server else read_prompts(cfg)
-        loaded = load_for_inference(path, cfg.tensor_model_parallel_size, cfg.model_overrides)
-        check_vocab_covers_tokenizer(loaded.cfg)
+        limits = server_limits(cfg)
+        generator = load_generator(cfg)
     except (ConfigError, ValueError, FileNotFoundError) as err:
         raise SystemExit(f"error: {err}") from None
-    generator = Generator(loaded.network, FLMTokenizer(), cfg.max_context)
     if cfg.server:
-        from nemo_flm.inference.server import serve
+        from nemo_flm.inference.server import make_server, serve
 
-        serve(generator, params, cfg.host, cfg.port)
+        check_single_process()
+        serve(make_server(generator, params, cfg.host, cfg.port, limits))
         return
     results = generate_all(generator, prompts, params, cfg)
     if not parallel.is_rank_zero():

@@ -67,6 +67,11 @@ class FLMTokenizer:
     def decode(self, ids: Iterable[int]) -> str:
         return self._enc.decode([int(i) for i in ids])
 
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token writes (a CJK character often spans two tokens, so a token's bytes
+        need not be valid UTF-8 on their own)."""
+        return self._enc.decode_single_token_bytes(int(token_id))
+
     def tokenize(self, text: str) -> np.ndarray:
         """megatron's tokenizer interface."""
         return np.asarray(self.encode(text), dtype=np.int64)

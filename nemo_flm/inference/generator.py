@@ -171,8 +171,10 @@ class Generator:
 
     def _choose(self, logits, seen, out: List[Completion], params: SamplingParams, generator) -> Tensor:
         """The next token of every row: repetition penalty, the end token held back until
-        min_tokens_to_generate, then greedy or sampling."""
-        processed = penalise_repeats(logits, seen, params.repetition_penalty)
+        min_tokens_to_generate, never a padded vocab row (no text to write), then greedy or sampling.
+        A copy, so that the recorded log-probabilities stay the model's own."""
+        processed = penalise_repeats(logits, seen, params.repetition_penalty).clone()
+        processed[:, self.tokenizer.vocab_size :] = float("-inf")
         early = torch.tensor([len(c.token_ids) < params.min_tokens_to_generate for c in out], device=logits.device)
         processed[:, self.tokenizer.eod] = processed[:, self.tokenizer.eod].masked_fill(early, float("-inf"))
         return next_tokens(processed, params, generator).cpu()

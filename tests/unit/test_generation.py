@@ -87,6 +87,20 @@ def eod_favouring(build):
     return Generator(model, tok, max_context=64)
 
 
+def test_padded_vocab_rows_are_never_chosen(build):
+    """Rows 100261.. pad the vocab to 100352 and have no text: even a model that favours one must
+    not emit it (decoding it would fail), while the recorded log-probabilities stay the model's own."""
+    generator = eod_favouring(build)
+    padded = generator.tokenizer.vocab_size + 5
+    with torch.no_grad():
+        generator.network.output_layer.weight[padded] = 20 * generator.network.decoder.final_layernorm.bias
+    ids = [generator.tokenizer.encode("Hello")]
+    out = generator.generate(ids, SamplingParams(greedy=True, tokens_to_generate=3))[0]
+    assert out.token_ids == [generator.tokenizer.eod] and out.text == "<|endoftext|>"
+    scored = generator.score([ids[0] + out.token_ids])[0]
+    torch.testing.assert_close(torch.tensor(out.logprobs), torch.tensor(scored.logprobs[-1:]), atol=1e-5, rtol=0)
+
+
 def test_min_tokens_hold_back_the_end_token(build):
     generator = eod_favouring(build)
     ids = [generator.tokenizer.encode("Hello")]
