@@ -10,57 +10,26 @@ existing output is refused before any work.
 
 from __future__ import annotations
 
-import copy
 import os
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
 import torch
-from megatron.core import parallel_state
-from omegaconf import OmegaConf
 from torch import Tensor
 
-from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import checkpoint_dir, read_trainer_state
-from nemo_flm.checkpoint.nemo_file import WEIGHTS
+from nemo_flm.checkpoint.nemo_archive import extract_nemo
 from nemo_flm.checkpoint.shards import ShardReader, consolidate
-from nemo_flm.config import ConfigError, ffn_size, load_shape_config
+from nemo_flm.config import ConfigError, load_shape_config
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
 from nemo_flm.growth.plan import GrowthPlan, make_plan
-from nemo_flm.model.builder import build_model
 from nemo_flm.model.sharding import partition_dims
+from nemo_flm.model.skeleton import full_shape, skeleton
 
 PREFIX = "model."  # FLMModel keeps the network in .model
-
-
-def _skeleton(model_cfg: Any):
-    """The model on the meta device (no memory) at this process's TP size (1 when no job is
-    running), for parameter names, shapes and partition dims."""
-    cfg = copy.deepcopy(model_cfg)
-    cfg.parallel.pipeline_model_parallel_size = 1
-    cfg.parallel.sequence_parallel = False
-    if not parallel_state.model_parallel_is_initialized():
-        cfg.parallel.tensor_model_parallel_size = 1
-        parallel.initialize(cfg.parallel, cfg.seed)
-    cfg.parallel.tensor_model_parallel_size = tp = parallel.tp_size()
-    if cfg.num_attention_heads % tp or ffn_size(cfg) % tp:
-        raise ConfigError(
-            f"a model with {cfg.num_attention_heads} heads and FFN {ffn_size(cfg)} does not split over "
-            f"this job's tensor-parallel size {tp}: grow it in its own process (scripts/grow_checkpoint.py)"
-        )
-    with torch.device("meta"):
-        return build_model(cfg)
-
-
-def _full_shape(param: torch.nn.Parameter) -> torch.Size:
-    shape = list(param.shape)
-    if getattr(param, "tensor_model_parallel", False):
-        shape[param.partition_dim] *= parallel.tp_size()
-    return torch.Size(shape)
 
 
 @dataclass
@@ -77,14 +46,7 @@ class StageCheckpoint:
 def _open(src: str, workdir: str):
     """(shard reader, model config, trainer state or {}) of a .nemo or an exp_manager checkpoint."""
     if src.endswith(".nemo"):
-        with tarfile.open(src) as tar:
-            members = [m for m in tar.getmembers() if m.name.lstrip("./").startswith((WEIGHTS, "model_config.yaml"))]
-            tar.extractall(workdir, members=members, filter="data")
-        return (
-            ShardReader(os.path.join(workdir, WEIGHTS)),
-            OmegaConf.load(os.path.join(workdir, "model_config.yaml")),
-            {},
-        )
+        return (*extract_nemo(src, workdir), {})
     state = read_trainer_state(src)
     return ShardReader(checkpoint_dir(src)), state["hyper_parameters"]["cfg"], state
 
@@ -95,9 +57,9 @@ def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
         raise FileNotFoundError(f"checkpoint '{src}' not found")
     reader, cfg, state = _open(src, workdir)
     model_cfg = load_shape_config(cfg)
-    for name, param in _skeleton(model_cfg).named_parameters():
+    for name, param in skeleton(model_cfg).named_parameters():
         key = PREFIX + name
-        if key not in reader.names("model") or reader.shape("model", key) != _full_shape(param):
+        if key not in reader.names("model") or reader.shape("model", key) != full_shape(param):
             raise ConfigError(f"checkpoint '{src}' does not match its own config at '{name}': not an FLM checkpoint?")
     moments = [m for m in MOMENTS if reader.names(m)]
     if reader.tp_size > 1:
@@ -131,7 +93,7 @@ def grow_checkpoint(
             iter_grown(ckpt.model, plan, fill),
             moments,
             plan,
-            partition_dims(_skeleton(new_cfg)),
+            partition_dims(skeleton(new_cfg)),
             step=ckpt.adam_step,
             consumed_samples=ckpt.consumed_samples,
         )
