@@ -8,6 +8,8 @@ setup(
     description="FLM-101B pre-training recipe on NeMo 3.0 and megatron-core",
     python_requires=">=3.10",
     packages=find_packages(include=["nemo_flm", "nemo_flm.*"]),
+    # the HF remote code copied into every export (nemo_flm/hf/export.py reads it with importlib.resources)
+    package_data={"nemo_flm.hf": ["remote_code/*.py"]},
     install_requires=[
         "torch>=2.6",
         "nemo_toolkit[core,common-only]==3.0.*",

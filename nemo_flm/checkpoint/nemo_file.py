@@ -20,10 +20,9 @@ from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output, discard
+from nemo_flm.checkpoint.nemo_archive import WEIGHTS
 from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter, merge_tables
 from nemo_flm.model.sharding import global_names, partition_dims
-
-WEIGHTS = "model_weights"
 
 
 class FLMSaveRestoreConnector(SaveRestoreConnector):
@@ -54,8 +53,7 @@ class FLMSaveRestoreConnector(SaveRestoreConnector):
         if model.has_native_or_submodules_artifacts():
             self._handle_artifacts(model, nemo_file_folder=staging)
             self._update_artifact_paths(model, path2yaml_file=config_yaml)
-        with atomic_output(save_path) as tmp:
-            self._make_nemo_file_from_folder(filename=tmp, source_dir=staging)
+        pack_nemo(staging, save_path)
 
     def _load_state_dict_from_disk(self, model_weights: str, map_location=None) -> Mapping[str, Any]:
         """The whole model's tensors by global name, each read at this rank's TP shard only when
@@ -75,6 +73,13 @@ class FLMSaveRestoreConnector(SaveRestoreConnector):
             super().load_instance_with_state_dict(instance, local, strict)
         finally:
             discard(self._kept)
+
+
+def pack_nemo(staging: str, save_path: str) -> None:
+    """Tar the folder `staging` (model_config.yaml + model_weights/) into the .nemo at `save_path`, as
+    NeMo does, under a temporary name renamed when complete."""
+    with atomic_output(save_path) as tmp:
+        SaveRestoreConnector._make_nemo_file_from_folder(filename=tmp, source_dir=staging)
 
 
 def _link_or_copy(src: str, dst: str) -> None:

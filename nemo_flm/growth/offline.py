@@ -10,54 +10,25 @@ existing output is refused before any work.
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
 import torch
-from megatron.core import parallel_state
 from torch import Tensor
 
-from nemo_flm import parallel
 from nemo_flm.checkpoint.shards import consolidate
 from nemo_flm.checkpoint.source import open_checkpoint
-from nemo_flm.config import ConfigError, ffn_size, load_shape_config
+from nemo_flm.config import ConfigError, load_shape_config
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
 from nemo_flm.growth.plan import GrowthPlan, make_plan
-from nemo_flm.model.builder import build_model
 from nemo_flm.model.sharding import partition_dims
+from nemo_flm.model.skeleton import full_shape, skeleton
 
 PREFIX = "model."  # FLMModel keeps the network in .model
-
-
-def _skeleton(model_cfg: Any):
-    """The model on the meta device (no memory) at this process's TP size (1 when no job is
-    running), for parameter names, shapes and partition dims."""
-    cfg = copy.deepcopy(model_cfg)
-    cfg.parallel.pipeline_model_parallel_size = 1
-    cfg.parallel.sequence_parallel = False
-    if not parallel_state.model_parallel_is_initialized():
-        cfg.parallel.tensor_model_parallel_size = 1
-        parallel.initialize(cfg.parallel, cfg.seed)
-    cfg.parallel.tensor_model_parallel_size = tp = parallel.tp_size()
-    if cfg.num_attention_heads % tp or ffn_size(cfg) % tp:
-        raise ConfigError(
-            f"a model with {cfg.num_attention_heads} heads and FFN {ffn_size(cfg)} does not split over "
-            f"this job's tensor-parallel size {tp}: grow it in its own process (scripts/grow_checkpoint.py)"
-        )
-    with torch.device("meta"):
-        return build_model(cfg)
-
-
-def _full_shape(param: torch.nn.Parameter) -> torch.Size:
-    shape = list(param.shape)
-    if getattr(param, "tensor_model_parallel", False):
-        shape[param.partition_dim] *= parallel.tp_size()
-    return torch.Size(shape)
 
 
 @dataclass
@@ -75,9 +46,9 @@ def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
     """Open `src`, checked against its own config; `workdir` holds extracted or consolidated files."""
     reader, cfg, state = open_checkpoint(src, workdir)
     model_cfg = load_shape_config(cfg)
-    for name, param in _skeleton(model_cfg).named_parameters():
+    for name, param in skeleton(model_cfg).named_parameters():
         key = PREFIX + name
-        if key not in reader.names("model") or reader.shape("model", key) != _full_shape(param):
+        if key not in reader.names("model") or reader.shape("model", key) != full_shape(param):
             raise ConfigError(f"checkpoint '{src}' does not match its own config at '{name}': not an FLM checkpoint?")
     moments = [m for m in MOMENTS if reader.names(m)]
     if reader.tp_size > 1:
@@ -111,7 +82,7 @@ def grow_checkpoint(
             iter_grown(ckpt.model, plan, fill),
             moments,
             plan,
-            partition_dims(_skeleton(new_cfg)),
+            partition_dims(skeleton(new_cfg)),
             step=ckpt.adam_step,
             consumed_samples=ckpt.consumed_samples,
         )

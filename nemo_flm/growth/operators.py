@@ -11,16 +11,14 @@ The same operator with zero fill grows Adam moments (the MSG optimizer rule).
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from nemo_flm.growth.plan import GrowthPlan
-from nemo_flm.model.layout import AXES, Sizes, axis_shape, tensor_shape
+from nemo_flm.model.layout import AXES, Sizes, axis_shape, split_layer, tensor_shape
 
-LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
 OUTPUT = "output_layer.weight"
 
 Fill = Callable[[str, torch.Size, torch.dtype], Tensor]
@@ -67,18 +65,13 @@ def _new_shape(axes: Tuple[str, ...], plan: GrowthPlan, vocab: int) -> torch.Siz
     return torch.Size(tensor_shape(axes, _sizes(plan, vocab)[1]))
 
 
-def _split(name: str) -> Tuple[Optional[int], str]:
-    match = LAYER.match(name)
-    return (int(match.group(1)), match.group(2)) if match else (None, name)
-
-
 def iter_grown(state: Dict[str, Tensor], plan: GrowthPlan, fill: Fill) -> Iterator[Tuple[str, object]]:
     """(name, grown value) one entry at a time, so a caller can write each and let it go; the
     input may be lazily loaded (memory-mapped). Non-parameter entries (megatron's `_extra_state`)
     are carried over."""
     old_layers: Dict[int, Dict[str, object]] = {}
     for name, value in state.items():
-        layer, local = _split(name)
+        layer, local = split_layer(name)
         if layer is not None:
             old_layers.setdefault(layer, {})[local] = value
         else:

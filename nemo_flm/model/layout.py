@@ -3,8 +3,9 @@
 megatron-core fuses q, k and v into `linear_qkv` and interleaves them per head (per query group;
 FLM has one key/value head per query head): its output rows are [heads, 3, head_dim], q then k
 then v within each head. HF's GPT-2-style `c_attn` holds three blocks instead (all q heads, then
-all k, then all v). Whatever moves weights between layouts or sizes (growth now, the HF export
-later) reads the axes here rather than restating them.
+all k, then all v). Whatever moves weights between layouts or sizes (growth/operators.py, the HF
+export and import through hf/mapping.py's name table, which has the same keys) reads the axes here
+rather than restating them.
 
 Axes: `vocab`, `hidden`, `ffn` are plain dims; `qkv` is [heads, 3, head_dim] and `heads` is
 [heads, head_dim] (the attention projection's input).
@@ -12,8 +13,9 @@ Axes: `vocab`, `hidden`, `ffn` are plain dims; `qkv` is [heads, 3, head_dim] and
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 # logical axes of each parameter, by name within the model or within a layer (decoder.layers.<i>.)
 AXES: Dict[str, Tuple[str, ...]] = {
@@ -36,6 +38,18 @@ AXES: Dict[str, Tuple[str, ...]] = {
 }
 
 QKV_PARTS = 3  # q, k, v rows of one head, in this order, inside megatron's fused linear_qkv
+LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
+
+
+def in_layer(key: str) -> bool:
+    """Whether an AXES key names a tensor within each layer (else within the model)."""
+    return not key.startswith(("embedding.", "output_layer.", "decoder."))
+
+
+def split_layer(name: str) -> Tuple[Optional[int], str]:
+    """(layer index, name within the layer) of `decoder.layers.<i>.<local>`; (None, name) otherwise."""
+    match = LAYER.match(name)
+    return (int(match.group(1)), match.group(2)) if match else (None, name)
 
 
 @dataclass(frozen=True)

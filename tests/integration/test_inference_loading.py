@@ -55,7 +55,7 @@ def test_paths_that_are_not_checkpoints_are_one_line_errors(single_process, tmp_
     folder = tmp_path / "run"
     folder.mkdir()
     for path, match in (
-        (str(text), "is not a .nemo file"),
+        (str(text), "is not a readable .nemo"),
         (str(folder), "not a complete nemo_flm checkpoint"),
         (str(tmp_path / "missing.nemo"), "not found"),
     ):
