@@ -35,6 +35,7 @@ SMALL = [  # appended to every training command: a few steps instead of hundreds
     "trainer.log_every_n_steps=1",
 ]
 SMALL_STAGES = ["stages.0.max_steps=4", "stages.1.max_steps=4", "stages.2.max_steps=4"]
+SMALL_SCRIPTS = {"python scripts/eval_extrapolation.py": "--steps 4 --samples 1"}  # scripts that train inside
 
 
 def readme_commands() -> list:
@@ -50,6 +51,9 @@ def readme_commands() -> list:
 
 def small(command: str) -> str:
     """The command with small step counts where it trains (Hydra: the last value of a key wins)."""
+    for script, options in SMALL_SCRIPTS.items():
+        if command.startswith(script):
+            return f"{command} {options}"
     if not command.startswith("python scripts/train.py"):
         return command
     extra = SMALL + (SMALL_STAGES if "flm_tiny_growth" in command else [])
