@@ -68,3 +68,24 @@ def test_masked_layernorm_statistics_are_fp32_on_the_gpu(single_process):
     with torch.no_grad():
         masked, plain = [(n(x.to(torch.bfloat16)).double() - reference).abs().max().item() for n in norms]
     assert masked <= 1.25 * plain, (masked, plain)
+
+
+def test_cached_generation_on_the_gpu_matches_cpu(single_process):
+    """The xPos KV cache and the Generator on CUDA (cache buffers on the model's device, logits
+    gathered there): greedy tokens and scores equal the CPU's."""
+    from nemo_flm.data.tokenizer import FLMTokenizer
+    from nemo_flm.inference.generator import Generator
+    from nemo_flm.inference.sampling import SamplingParams
+
+    cfg = tiny_cfg(vocab_size=100256, make_vocab_size_divisible_by=128, xpos_scale_base=4.0)
+    parallel.seed_everything(cfg.seed)
+    model = build_model(cfg).eval()
+    prompts = [FLMTokenizer().encode(t) for t in ("The interpreter reads", "人民日报")]
+    params = SamplingParams(greedy=True, tokens_to_generate=150, min_tokens_to_generate=150, end_strings=[])
+    results = []
+    for net in (model, model.cpu()):
+        generator = Generator(net, FLMTokenizer(), max_context=200)
+        out = generator.generate(prompts, params)
+        results.append(([c.token_ids for c in out], generator.score([prompts[0] + out[0].token_ids])[0].logprobs[1:]))
+    assert results[0][0] == results[1][0]
+    torch.testing.assert_close(torch.tensor(results[0][1]), torch.tensor(results[1][1]), atol=1e-4, rtol=0)
