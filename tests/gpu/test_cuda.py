@@ -83,8 +83,8 @@ def test_cached_generation_on_the_gpu_matches_cpu(single_process):
     prompts = [FLMTokenizer().encode(t) for t in ("The interpreter reads", "人民日报")]
     params = SamplingParams(greedy=True, tokens_to_generate=150, min_tokens_to_generate=150, end_strings=[])
     results = []
-    for net in (model, model.cpu()):
-        generator = Generator(net, FLMTokenizer(), max_context=200)
+    for device in ("cuda", "cpu"):
+        generator = Generator(model.to(device), FLMTokenizer(), max_context=200)
         out = generator.generate(prompts, params)
         results.append(([c.token_ids for c in out], generator.score([prompts[0] + out[0].token_ids])[0].logprobs[1:]))
     assert results[0][0] == results[1][0]
