@@ -113,6 +113,27 @@ def test_cached_generation_equals_full_recompute_past_the_training_length(single
     assert cached.cache.flm_xpos_centre == 67.0  # re-centred three times, at the last decoding position
 
 
+def test_one_long_forward_stays_in_float_range(single_process, tmp_path):
+    """Scale base 1, 300 positions in one forward (no cache): one pass would need xPos factors of
+    zeta_0^-150 ~ e^188, past fp32; the export runs it in chunks and its log-probabilities equal
+    nemo_flm's Generator.score (the KV cache's own chunking and re-centring)."""
+    from nemo_flm.data.tokenizer import FLMTokenizer
+    from nemo_flm.inference.generator import Generator
+
+    model = save_nemo(tmp_path / "m.nemo", xpos_scale_base=1.0)
+    export_to_hf(str(tmp_path / "m.nemo"), str(tmp_path / "hf"))
+    hf = load_hf(tmp_path / "hf")
+    tokens = torch.randint(0, 1000, (1, 300), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logp = hf(tokens, use_cache=False).logits.float().log_softmax(-1)[0]
+    got = logp[:-1].gather(-1, tokens[0, 1:, None])[:, 0]
+    tokenizer = FLMTokenizer()
+    tokenizer.pad = 0  # the tiny vocab has no row for FLM's pad id; score pads past each sequence only
+    want = Generator(model.model, tokenizer, max_context=300).score([tokens[0].tolist()])[0].logprobs[1:]
+    assert torch.isfinite(logp).all()
+    torch.testing.assert_close(got, torch.tensor(want), rtol=0, atol=1e-4)
+
+
 def test_left_padded_batch_generates_as_each_prompt_alone(single_process, tmp_path):
     """Positions are the cache length + 0..s-1 for every row: a left-padded row is only shifted, which
     relative positions do not see, and its padding is masked."""

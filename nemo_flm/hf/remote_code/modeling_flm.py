@@ -157,7 +157,20 @@ class FLMTransformer(nn.Module):
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
 
     def forward(self, hidden, attention_mask, cache):
-        """hidden [b, s, n_embd] (embedded); attention_mask [b, past + s] (1 = keep) or None."""
+        """hidden [b, s, n_embd] (embedded); attention_mask [b, past + s] (1 = keep) or None.
+        A forward longer than 16 scale bases runs in chunks of that length through a cache (a
+        temporary one without use_cache), so that each chunk's xPos factors stay in float range."""
+        step = max(1, int(RECENTRE_AFTER * self.config.rotary_xpos_scale_base))
+        if not self.config.rotary_use_xpos or hidden.shape[1] <= step:
+            return self._forward(hidden, attention_mask, cache)
+        cache = cache if cache is not None else DynamicCache(config=self.config)
+        past, parts = cache.get_seq_length(), []
+        for start in range(0, hidden.shape[1], step):
+            mask = None if attention_mask is None else attention_mask[:, : past + start + step]
+            parts.append(self._forward(hidden[:, start : start + step], mask, cache))
+        return torch.cat(parts, dim=1)
+
+    def _forward(self, hidden, attention_mask, cache):
         s = hidden.shape[1]
         past = cache.get_seq_length() if cache is not None else 0
         centre = recentre(cache, self.config, self.config.n_embd // self.config.n_head, past + s)
