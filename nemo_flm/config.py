@@ -291,6 +291,9 @@ def validate(cfg: Any) -> None:
         f"position_embedding must be 'xpos' or 'rope', got '{cfg.position_embedding}'",
     )
     _require(cfg.xpos_scale_base > 0, "xpos_scale_base must be > 0")
+    _require(cfg.xpos_gamma > 0, f"xpos_gamma must be > 0 (FLM: 0.4), got {cfg.xpos_gamma}")
+    _require(cfg.rotary_base > 1, f"rotary_base must be > 1 (FLM: 10000), got {cfg.rotary_base}")
+    _validate_xpos_range(cfg)
     _require(
         not cfg.blockwise_attention or (cfg.seq_length % 2 == 0 and cfg.attention_backend == "sdpa"),
         "blockwise_attention needs an even seq_length (half windows) and attention_backend sdpa (it uses a mask)",
@@ -338,6 +341,22 @@ def validate(cfg: Any) -> None:
         "(scripts/grow_checkpoint.py) or drop it",
     )
     _validate_data(cfg.data)
+
+
+def _validate_xpos_range(cfg: Any) -> None:
+    """One training sequence must fit one forward's xPos range (model/xpos.py), and a KV cache
+    needs a reach of at least one position."""
+    from nemo_flm.model.xpos import PositionConfig, xpos_reach
+
+    if cfg.position_embedding != "xpos":
+        return
+    reach = xpos_reach(PositionConfig(gamma=cfg.xpos_gamma, scale_base=cfg.xpos_scale_base))
+    _require(
+        reach >= 1 and cfg.seq_length - 1 <= 2 * reach,
+        f"seq_length {cfg.seq_length} is too long for xpos_scale_base {cfg.xpos_scale_base}: xPos factors of one "
+        f"sequence would leave float range (at most {2 * reach + 1} positions); raise xpos_scale_base "
+        "(FLM: 512 at 2048)",
+    )
 
 
 def _validate_pipeline(cfg: Any) -> None:

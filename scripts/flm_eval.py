@@ -21,21 +21,38 @@ from tqdm import tqdm  # noqa: E402
 from nemo_flm import parallel  # noqa: E402
 from nemo_flm.atomic import atomic_output  # noqa: E402
 from nemo_flm.config import ConfigError  # noqa: E402
+from nemo_flm.data.tokenizer import FLMTokenizer  # noqa: E402
 from nemo_flm.inference.generator import Completion, Generator  # noqa: E402
 from nemo_flm.inference.job import check_single_process, load_generator, sampling_defaults, server_limits  # noqa: E402
 from nemo_flm.inference.sampling import SamplingParams  # noqa: E402
 
 
-def read_prompts(cfg: DictConfig) -> list:
-    """The prompts: `prompts_jsonl` (one {"prompt": ...} per line) or the `prompts` list."""
-    if cfg.prompts_jsonl:
-        with open(cfg.prompts_jsonl, encoding="utf-8") as handle:
-            prompts = [json.loads(line)["prompt"] for line in handle if line.strip()]
-    else:
-        prompts = list(cfg.prompts or [])
+def _jsonl_prompts(path: str) -> list:
+    prompts = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                prompts += [json.loads(line)["prompt"]] if line.strip() else []
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise ConfigError(f'{path} line {number}: expected {{"prompt": "..."}}') from None
+    return prompts
+
+
+def read_prompts(cfg: DictConfig, params: SamplingParams) -> list:
+    """(text, token ids) of each prompt, from `prompts_jsonl` (one {"prompt": ...} per line) or the
+    `prompts` list, checked against max_context before the model loads."""
+    prompts = _jsonl_prompts(cfg.prompts_jsonl) if cfg.prompts_jsonl else list(cfg.prompts or [])
     if not prompts or not all(isinstance(p, str) and p for p in prompts):
         raise ConfigError("prompts must be a non-empty list of non-empty strings (or prompts_jsonl lines)")
-    return prompts
+    tokenizer = FLMTokenizer()
+    encoded = [(p, ([tokenizer.bos] if params.add_BOS else []) + tokenizer.encode(p)) for p in prompts]
+    longest = max(len(ids) for _, ids in encoded)
+    if longest + params.tokens_to_generate > cfg.max_context:
+        raise ConfigError(
+            f"a prompt of {longest} tokens + tokens_to_generate {params.tokens_to_generate} exceeds max_context "
+            f"{cfg.max_context}: shorten it, generate fewer tokens or raise max_context"
+        )
+    return encoded
 
 
 def show(prompt: str, completion: Completion, params: SamplingParams) -> str:
@@ -47,20 +64,19 @@ def show(prompt: str, completion: Completion, params: SamplingParams) -> str:
 
 def generate_all(generator: Generator, prompts: list, params: SamplingParams, cfg: DictConfig) -> list:
     """Results in prompt order, `batch_size` prompts per batch, with a progress bar (or streaming)."""
-    tokenizer, results = generator.tokenizer, []
+    results = []
     stream = cfg.stream and parallel.is_rank_zero()
     batch_size = 1 if cfg.stream else cfg.batch_size
     batches = range(0, len(prompts), batch_size)
     for start in tqdm(batches, desc="batches", disable=stream or not parallel.is_rank_zero() or len(batches) < 2):
         batch = prompts[start : start + batch_size]
-        ids = [([tokenizer.bos] if params.add_BOS else []) + tokenizer.encode(p) for p in batch]
         if stream:
-            print(f"=== {batch[0]}", end="", flush=True)
+            print(f"=== {batch[0][0]}", end="", flush=True)
         on_token = (lambda row, text: print(text, end="", flush=True)) if stream else None
-        completions = generator.generate(ids, params, on_token)
+        completions = generator.generate([ids for _, ids in batch], params, on_token)
         if stream:
             print()
-        results.extend(zip(batch, completions))
+        results.extend(zip([text for text, _ in batch], completions))
     return results
 
 
@@ -68,7 +84,7 @@ def generate_all(generator: Generator, prompts: list, params: SamplingParams, cf
 def main(cfg: DictConfig) -> None:
     try:
         params = sampling_defaults(cfg)
-        prompts = None if cfg.server else read_prompts(cfg)
+        prompts = None if cfg.server else read_prompts(cfg, params)
         limits = server_limits(cfg)
         generator = load_generator(cfg)
     except (ConfigError, ValueError, FileNotFoundError) as err:

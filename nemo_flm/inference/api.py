@@ -75,6 +75,8 @@ def parse_body(raw: bytes) -> Dict[str, Any]:
         body = json.loads(raw.decode("utf-8")) if raw else None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ApiError(400, f"malformed JSON body: {err}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"the body must be a JSON object, got {type(body).__name__ if raw else 'nothing'}")
     return body

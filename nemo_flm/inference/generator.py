@@ -56,20 +56,24 @@ def cached_forward(network: torch.nn.Module, tokens: Tensor, ctx: FLMInferenceCo
     return out
 
 
-PREFILL_CHUNK = 2048  # bounds a chunk's [chunk, vocab] logits: 0.8 GB per row at FLM's 100,352 rows
+PREFILL_CHUNK = 2048  # positions x rows per forward that returns all logits: 0.8 GB at FLM's 100,352 rows
 
 
-def chunks(network: torch.nn.Module, length: int) -> List[slice]:
+def chunks(network: torch.nn.Module, length: int, rows: int = 0) -> List[slice]:
     """Slices of 0..length no longer than the xPos reach (one forward keeps every factor in float
-    range; the cache re-centres between forwards) nor PREFILL_CHUNK."""
-    size = min(xpos_reach(network.decoder.layers[0].self_attention.positions), PREFILL_CHUNK)
+    range; the cache re-centres between forwards) and, where a forward returns the logits of all
+    positions of `rows` rows, than PREFILL_CHUNK positions over all rows."""
+    size = xpos_reach(network.decoder.layers[0].self_attention.positions)
+    if rows:
+        size = min(size, max(1, PREFILL_CHUNK // rows))
     return [slice(start, min(start + size, length)) for start in range(0, length, size)]
 
 
 def forward_in_chunks(network: torch.nn.Module, tokens: Tensor, ctx: FLMInferenceContext, labels: Tensor) -> Tensor:
     """Per-token losses [b, s] of any length through the cache, chunk by chunk."""
     parts = [
-        cached_forward(network, tokens[:, part], ctx, labels[:, part]) for part in chunks(network, tokens.shape[1])
+        cached_forward(network, tokens[:, part], ctx, labels[:, part])
+        for part in chunks(network, tokens.shape[1], tokens.shape[0])
     ]
     return torch.cat(parts, dim=1)
 
@@ -92,7 +96,8 @@ class Generator:
         return cached_forward(self.network, tokens, ctx).float()
 
     def _prefill(self, tokens: Tensor, ctx: FLMInferenceContext) -> Tensor:
-        """The last position's logits [b, V] after feeding `tokens` chunk by chunk."""
+        """The last position's logits [b, V] after feeding `tokens` chunk by chunk (the context
+        returns the last position's logits only, so a chunk may be as long as the xPos reach)."""
         for part in chunks(self.network, tokens.shape[1]):
             logits = self._forward(tokens[:, part], ctx)[:, -1]
         return logits
@@ -115,7 +120,7 @@ class Generator:
             tokens[row, : len(seq)] = torch.as_tensor(seq)
         ctx = FLMInferenceContext(len(sequences), longest)
         results = [Scores([None], [None]) for _ in sequences]
-        for part in chunks(self.network, longest):
+        for part in chunks(self.network, longest, len(sequences)):
             logprobs = self._forward(tokens[:, part].to(self.device), ctx).log_softmax(-1).cpu()
             picked = logprobs.gather(-1, tokens[:, part.start + 1 : part.stop + 1, None])[..., 0]
             for row, seq in enumerate(sequences):
@@ -143,7 +148,7 @@ class Generator:
         done = [params.tokens_to_generate == 0] * len(prompts)
         generator = torch.Generator(self.device)
         generator.manual_seed(self._seed(params))
-        ctx = FLMInferenceContext(len(prompts), total)
+        ctx = FLMInferenceContext(len(prompts), total, last_logits_only=True)
         logits = self._prefill(tokens[:, : min(lengths)], ctx)
         for t in range(min(lengths), total):
             if all(done):
@@ -207,5 +212,5 @@ class Generator:
         """Whether the generated text ends with an end string (decoding only the tail that can hold one)."""
         if not end_strings:
             return False
-        tail = self.tokenizer.decode(token_ids[-max(len(s) for s in end_strings) - 4 :])
+        tail = self.tokenizer.decode(token_ids[-max(len(s.encode()) for s in end_strings) - 4 :])  # >= 1 byte a token
         return any(tail.endswith(s) for s in end_strings)

@@ -93,5 +93,7 @@ def next_tokens(logits: Tensor, params: SamplingParams, generator: Optional[torc
     draw at the temperature from the top-k / top-p filtered distribution."""
     if params.greedy:
         return logits.argmax(-1)
-    filtered = filter_top_k_top_p(logits / params.temperature, params.top_k, params.top_p)
+    # shifted so the largest logit is 0: a tiny temperature sends the others to -inf, never to +inf
+    scaled = (logits - logits.max(-1, keepdim=True).values) / params.temperature
+    filtered = filter_top_k_top_p(scaled, params.top_k, params.top_p)
     return torch.multinomial(filtered.softmax(-1), 1, generator=generator)[:, 0]

@@ -61,7 +61,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _body(self) -> Dict[str, Any]:
         length = self.headers.get("Content-Length", "0")
-        if not length.isdigit():
+        if not (length.isascii() and length.isdigit()):
             raise ApiError(400, f"bad Content-Length {length!r}")
         limit = self.server.serving.limits.max_body_bytes
         if int(length) > limit:
@@ -70,7 +70,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, answer: Dict[str, Any]) -> None:
         try:
-            data = json.dumps(answer, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            # a lone surrogate a client sent (and an error message quotes) has no UTF-8 form: replaced
+            data = json.dumps(answer, ensure_ascii=False, allow_nan=False).encode("utf-8", "replace")
         except ValueError as err:  # a NaN or infinite log-probability has no JSON form
             status, data = 500, json.dumps(ApiError(500, str(err), "server_error").body()).encode("utf-8")
         self.send_response(status)

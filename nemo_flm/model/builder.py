@@ -67,7 +67,7 @@ def transformer_config(cfg: Any) -> TransformerConfig:
 
 
 def position_config(cfg: Any) -> PositionConfig:
-    """xPos centre fixed at half the training length: keys are placed once, before the cache."""
+    """xPos centred at half the training length (a KV cache moves the centre: model/kv_cache.py)."""
     return PositionConfig(
         kind=cfg.position_embedding,
         theta=cfg.rotary_base,

@@ -72,8 +72,12 @@ class FLMGPTModel(GPTModel):
 
     def _postprocess(self, hidden_states: Tensor, **kwargs):
         """Scale the final hidden states by the logit multiplier before the output layer. The
-        inference context is not passed on: FLMInferenceContext keeps every position's logits, so
-        megatron would only insist on its CUDA-only TP gather (forward gathers instead)."""
+        inference context is not passed on (megatron would insist on its CUDA-only TP gather;
+        forward gathers instead): its one other use, logits of the last position only (what
+        generation needs, without a [s, vocab] tensor per prompt chunk), is applied here."""
+        ctx = kwargs.get("inference_context")
+        if ctx is not None and ctx.materialize_only_last_token_logits and kwargs.get("labels") is None:
+            hidden_states = hidden_states[-1:]
         if self.post_process and self.logit_scale != 1.0:
             hidden_states = hidden_states * self.logit_scale
         return super()._postprocess(hidden_states=hidden_states, **{**kwargs, "inference_context": None})

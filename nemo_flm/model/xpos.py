@@ -9,7 +9,7 @@ element i + d/2):
 so q_m . k_n carries zeta^((m-n)/scale_base): a decay with distance that does not depend on c.
 The centre c only keeps the factors in floating-point range: zeta_0 = gamma/(1+gamma) = 0.286, so a
 key 36,000 positions past a fixed centre overflows fp32 (and bf16, same exponent range). Positions
-within `xpos_reach` of the centre keep every factor inside e^(+-40). A forward uses the model's
+within `xpos_reach` of the centre keep every factor inside e^(+-30). A forward uses the model's
 centre (c = training length / 2) when its positions are within reach of it; a KV cache moves the
 centre when new positions leave its reach, multiplying the cached keys by a per-pair constant
 (`recentre_keys`): keys are rotated once, when written, and never re-rotated.
@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-MAX_LOG_FACTOR = 40.0  # |ln| of the largest xPos factor allowed: e^40 ~ 2e17, far inside fp32 and bf16
+MAX_LOG_FACTOR = 30.0  # |ln| of the largest xPos factor at a position (e^30 ~ 1e13): a forward spanning
+# 2 x reach meets e^60 in its masked future scores, leaving fp32/bf16 (e^88.7) room for q.k itself
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def apply_positions(query: Tensor, key: Tensor, positions: Tensor, pos: Position
 
 def xpos_reach(pos: PositionConfig) -> int:
     """How far (in positions) from the centre every xPos factor stays within e^(+-MAX_LOG_FACTOR):
-    the smallest zeta, gamma/(1+gamma), grows fastest (16,348 positions for FLM's gamma 0.4, base 512)."""
+    the smallest zeta, gamma/(1+gamma), grows fastest (12,260 positions for FLM's gamma 0.4, base 512)."""
     smallest_zeta = pos.gamma / (1.0 + pos.gamma)
     return int(MAX_LOG_FACTOR * pos.scale_base / -math.log(smallest_zeta))
 

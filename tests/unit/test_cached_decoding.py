@@ -38,10 +38,10 @@ def test_one_token_at_a_time_matches_full_forward(build, kind):
 
 
 def test_decoding_far_past_the_training_length_recentres_and_matches(build):
-    """Scale base 4 puts the centre's reach at 127 positions: decoding to 7x the training length
-    (32) moves the centre once, mid-decode, and every position still equals the full forward."""
+    """Scale base 4 puts the centre's reach at 95 positions: decoding to 5x the training length
+    (32) moves the centre once, at position 112, and every position still equals the full forward."""
     model, cfg = build(xpos_scale_base=4.0)
-    n = 7 * cfg.seq_length
+    n = 5 * cfg.seq_length
     tokens = torch.randint(0, cfg.vocab_size, (1, n))
     with torch.no_grad():
         full = model(tokens, torch.arange(n)[None], None)
@@ -177,3 +177,22 @@ def test_blockwise_attention_config_errors():
         tiny_cfg(blockwise_attention=True, seq_length=31)
     with pytest.raises(ConfigError, match="blockwise_attention"):
         tiny_cfg(blockwise_attention=True, attention_backend="flash_attn")
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        ({"xpos_gamma": 0.0}, "xpos_gamma must be > 0"),
+        ({"rotary_base": 1.0}, "rotary_base must be > 1"),
+        ({"xpos_scale_base": 0.01}, "too long for xpos_scale_base"),
+        ({"seq_length": 40000, "xpos_scale_base": 512.0}, "at most 24521 positions"),
+    ],
+)
+def test_xpos_values_that_cannot_work_fail_at_load(overrides, match):
+    """A training sequence longer than one forward's xPos range (or a degenerate constant) is a
+    config error, not a failure at the first step."""
+    from nemo_flm.config import ConfigError
+    from tests.helpers import tiny_cfg
+
+    with pytest.raises(ConfigError, match=match):
+        tiny_cfg(**overrides)

@@ -140,11 +140,11 @@ def test_streamed_pieces_add_up_to_the_text(generator):
 
 
 def test_scores_across_chunks_and_a_recentre(build):
-    """Scale base 4: the xPos reach is 127 positions, so 200 tokens are scored in two chunks with a
+    """Scale base 4: the xPos reach is 95 positions, so 180 tokens are scored in two chunks with a
     re-centre between them; the scores still equal one full forward's."""
     model, cfg = build(xpos_scale_base=4.0, **FLM_VOCAB)
     generator = Generator(model, FLMTokenizer(), max_context=256)
-    seqs = [torch.randint(0, 100256, (200,)).tolist(), torch.randint(0, 100256, (150,)).tolist()]
+    seqs = [torch.randint(0, 100256, (180,)).tolist(), torch.randint(0, 100256, (150,)).tolist()]
     scores = generator.score(seqs)
     with torch.no_grad():
         for seq, got in zip(seqs, scores):
