@@ -93,7 +93,8 @@ def next_tokens(logits: Tensor, params: SamplingParams, generator: Optional[torc
     draw at the temperature from the top-k / top-p filtered distribution."""
     if params.greedy:
         return logits.argmax(-1)
-    # shifted so the largest logit is 0: a tiny temperature sends the others to -inf, never to +inf
-    scaled = (logits - logits.max(-1, keepdim=True).values) / params.temperature
+    # in float64, shifted so the largest logit is 0: a tiny temperature (1e-300 is a float32 zero)
+    # sends the others toward -inf, never to +inf or 0/0
+    scaled = (logits.double() - logits.max(-1, keepdim=True).values.double()) / params.temperature
     filtered = filter_top_k_top_p(scaled, params.top_k, params.top_p)
     return torch.multinomial(filtered.softmax(-1), 1, generator=generator)[:, 0]

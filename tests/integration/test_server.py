@@ -162,6 +162,25 @@ def test_echo_logprobs_are_the_prompt_scores_then_the_generated_tokens(served):
         assert_offsets(tokenizer, choice["text"], prompt + completion.token_ids, lp["tokens"], lp["text_offset"])
 
 
+def test_logprobs_without_echo_cover_the_generated_tokens(served):
+    """Without echo: one entry per generated token; offsets count from the prompt's start (OpenAI's)."""
+    ids = [encode(served, t) for t in TEXTS]
+    answer = complete(served, prompt=ids, max_tokens=3, temperature=0, logprobs=2)
+    direct = served.generator.generate(ids, SamplingParams(**{**GREEDY.__dict__, "tokens_to_generate": 3}))
+    for choice in answer["choices"]:
+        completion, lp = direct[choice["index"]], choice["logprobs"]
+        assert choice["text"] == completion.text
+        assert lp["token_logprobs"] == pytest.approx(completion.logprobs, abs=1e-6)
+        starts = char_starts(served.generator.tokenizer, completion.token_ids)
+        assert lp["text_offset"] == [len(TEXTS[choice["index"]]) + start for start in starts]
+
+
+def test_a_tiny_temperature_samples_the_greedy_token(served):
+    """logits / 1e-300 would overflow to inf (a NaN distribution): it is the greedy limit instead."""
+    greedy = complete(served, prompt=TEXTS[0], max_tokens=4, temperature=0)["choices"][0]["text"]
+    assert complete(served, prompt=TEXTS[0], max_tokens=4, temperature=1e-300, seed=1)["choices"][0]["text"] == greedy
+
+
 def test_max_tokens_zero_with_echo_returns_the_prompt_only(served):
     ids = encode(served, TEXTS[1])
     choice = complete(served, prompt=TEXTS[1], max_tokens=0, echo=True, logprobs=1)["choices"][0]
@@ -228,6 +247,8 @@ BAD = [  # (method, path, body, status, words the message must contain)
     ("POST", "/v1/completions", {"prompt": "Hi" * 40000}, 413, "over the limit of 65536"),
     ("POST", "/tokenize", {"prompt": 5}, 400, "'prompt' must be a string"),
     ("POST", "/detokenize", {"tokens": [-1]}, 400, "token id -1 in 'tokens'"),
+    ("POST", "/v1/completions", b'{"prompt": "Hi", "\\ud800": 1}', 400, "unknown field"),  # a lone surrogate
+    ("POST", "/v1/completions", b"[" * 20000 + b"]" * 20000, 400, "nested too deeply"),
     ("GET", "/v1/models", None, 404, "no endpoint /v1/models"),
     ("GET", "/v1/completions", None, 405, "/v1/completions takes POST, not GET"),
     ("POST", "/generate", {"sentences": ["Hi"]}, 405, "/generate takes PUT, not POST"),
