@@ -20,7 +20,7 @@ from megatron.core.transformer.attention import SelfAttention
 from megatron.core.transformer.enums import AttnMaskType
 
 from nemo_flm.model.kv_cache import FLMInferenceContext
-from nemo_flm.model.xpos import PositionConfig, apply_positions, centre_for
+from nemo_flm.model.xpos import PositionConfig, apply_positions_from, centre_for
 
 
 class FLMSelfAttention(SelfAttention):
@@ -42,8 +42,7 @@ class FLMSelfAttention(SelfAttention):
                 f"FLM attention needs a nemo_flm.model.kv_cache.FLMInferenceContext (its keys carry xPos), "
                 f"got {type(inference_context).__name__}"
             )
-        pos = torch.arange(offset, offset + count, device=query.device)
-        query, key = apply_positions(query, key, pos, place)
+        query, key = apply_positions_from(query, key, offset, place)
         query, key, value, rotary, mask_type, table = super()._adjust_key_value_for_inference(
             inference_context, query, key, value, *args, **kwargs
         )

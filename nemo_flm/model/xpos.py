@@ -19,6 +19,7 @@ precision, the transform runs in fp32, and the result is cast back to the input 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -72,21 +73,39 @@ def _xpos_scale(positions: Tensor, head_dim: int, pos: PositionConfig) -> Tensor
     return torch.cat((scale, scale), dim=-1)
 
 
-def _transform(x: Tensor, positions: Tensor, pos: PositionConfig, sign: float) -> Tensor:
-    """x: [s, b, h, d]; positions: [s]. Rotation, then xPos scale to the power `sign`."""
-    head_dim = x.shape[-1]
+def _factors(positions: Tensor, head_dim: int, pos: PositionConfig) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(cos, sin) for queries then for keys, fp32 [s, 1, 1, d]: the rotation times
+    zeta^(+(p-c)/scale_base) and zeta^(-(p-c)/scale_base) (scaling commutes with the rotation)."""
     cos, sin = _cos_sin(positions, head_dim, pos.theta)  # [s, d]
-    if pos.kind == "xpos":
-        scale = _xpos_scale(positions, head_dim, pos) ** sign
-        cos, sin = cos * scale, sin * scale  # scaling commutes with the rotation
-    cos, sin = cos.float()[:, None, None, :], sin.float()[:, None, None, :]  # [s, 1, 1, d]
+    scale = _xpos_scale(positions, head_dim, pos) if pos.kind == "xpos" else torch.ones_like(cos)
+    factors = (cos * scale, sin * scale, cos / scale, sin / scale)
+    return tuple(f.float()[:, None, None, :] for f in factors)
+
+
+@functools.lru_cache(maxsize=4)
+def _span_factors(first: int, count: int, head_dim: int, pos: PositionConfig, device: torch.device, inference: bool):
+    """_factors of positions first..first+count-1: computed once per forward, shared by its layers.
+    `inference` keys the cache by inference mode: tensors made under torch.inference_mode (Lightning's
+    validation) cannot be saved for a training step's backward."""
+    return _factors(torch.arange(first, first + count, device=device), head_dim, pos)
+
+
+def _place(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     xf = x.float()
     return (xf * cos + rotate_half(xf) * sin).to(x.dtype)
 
 
 def apply_positions(query: Tensor, key: Tensor, positions: Tensor, pos: PositionConfig) -> tuple[Tensor, Tensor]:
     """Place q and k ([s, b, h, d], same positions [s]) with rope or xPos."""
-    return _transform(query, positions, pos, 1.0), _transform(key, positions, pos, -1.0)
+    q_cos, q_sin, k_cos, k_sin = _factors(positions, query.shape[-1], pos)
+    return _place(query, q_cos, q_sin), _place(key, k_cos, k_sin)
+
+
+def apply_positions_from(query: Tensor, key: Tensor, first: int, pos: PositionConfig) -> tuple[Tensor, Tensor]:
+    """apply_positions at positions first..first+s-1, with the factors every layer of a forward shares."""
+    inference = torch.is_inference_mode_enabled()
+    q_cos, q_sin, k_cos, k_sin = _span_factors(first, query.shape[0], query.shape[-1], pos, query.device, inference)
+    return _place(query, q_cos, q_sin), _place(key, k_cos, k_sin)
 
 
 def xpos_reach(pos: PositionConfig) -> int:

@@ -196,3 +196,16 @@ def test_xpos_values_that_cannot_work_fail_at_load(overrides, match):
 
     with pytest.raises(ConfigError, match=match):
         tiny_cfg(**overrides)
+
+
+def test_factors_shared_by_the_layers_survive_a_validation_in_inference_mode(build):
+    """The xPos factors a forward's layers share are cached; one made under torch.inference_mode
+    (Lightning's validation) must not reach a training step's backward."""
+    model, cfg = build()
+    model.train()
+    tokens = torch.randint(0, cfg.vocab_size, (2, cfg.seq_length))
+    positions = torch.arange(cfg.seq_length)[None].expand(2, -1)
+    with torch.inference_mode():
+        model(tokens, positions, None)
+    model(tokens, positions, None, labels=tokens).mean().backward()
+    assert model.decoder.layers[0].self_attention.linear_qkv.weight.grad is not None
