@@ -113,6 +113,8 @@ class Generator:
     def score(self, sequences: Sequence[Sequence[int]], top_k: int = 0) -> List[Scores]:
         """Log p(token_i | tokens_<i) for every token of each sequence, and the top_k alternatives;
         computed chunk by chunk so that only one chunk's log-probabilities are held."""
+        if not sequences or any(len(s) == 0 for s in sequences):
+            raise ValueError("every sequence to score needs at least one token")
         longest = max(len(s) for s in sequences)
         self._check_length(longest)
         tokens = torch.full((len(sequences), longest + 1), self.tokenizer.pad, dtype=torch.long)

@@ -124,6 +124,8 @@ def test_end_strings_stop_a_row_and_others_go_on(generator):
 def test_bad_prompts_are_one_line_errors(generator):
     with pytest.raises(ValueError, match="at least one token"):
         generator.generate([[]], SamplingParams())
+    with pytest.raises(ValueError, match="at least one token"):
+        generator.score([])
     with pytest.raises(ValueError, match="exceed the context limit 256"):
         generator.generate([[1] * 250], SamplingParams(tokens_to_generate=10))
 
