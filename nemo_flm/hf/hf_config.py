@@ -104,6 +104,10 @@ def _check_supported(hf: Dict[str, Any]) -> None:
     )
     for key in ("vocab_size", "n_embd", "n_layer", "n_head", "n_positions"):
         _require(key in hf, f"config.json lacks '{key}', which FLM's schema requires")
+        _require(
+            isinstance(hf[key], int) and not isinstance(hf[key], bool) and hf[key] > 0,
+            f"config.json's '{key}' must be a positive integer, got {hf[key]!r}",
+        )
     _require(
         hf.get("activation_function", "gelu_fast") in TANH_GELU,
         f"activation_function {hf.get('activation_function')!r} is not GeLU's tanh approximation {TANH_GELU}",

@@ -80,7 +80,11 @@ def weight_files(folder: str) -> Dict[str, str]:
         path = os.path.join(folder, index)
         if os.path.isfile(path):
             with open(path) as handle:
-                return json.load(handle)["weight_map"]
+                files = json.load(handle)["weight_map"]
+            absent = sorted(f for f in set(files.values()) if not os.path.isfile(os.path.join(folder, f)))
+            if absent:  # found before any shard is converted, not halfway through
+                raise FileNotFoundError(f"'{folder}' lacks {absent[0]} (and {len(absent) - 1} more), named in {index}")
+            return files
     for single in SINGLE_FILES:
         if os.path.isfile(os.path.join(folder, single)):
             return dict.fromkeys(_names(os.path.join(folder, single)), single)

@@ -276,6 +276,16 @@ def test_bad_inputs_are_refused_in_one_line(single_process, tmp_path, monkeypatc
         json.dumps({**json.loads((gpt2 / "config.json").read_text()), "model_type": "gpt2"})
     )
     save_nemo(tmp_path / "kv.nemo", kv_channels=8)
+    stringly = tmp_path / "stringly"
+    shutil.copytree(tmp_path / "hf", stringly)
+    (stringly / "config.json").write_text(
+        json.dumps({**json.loads((stringly / "config.json").read_text()), "n_layer": "2"})
+    )
+    gone = tmp_path / "gone"
+    shutil.copytree(tmp_path / "hf", gone)
+    index = json.loads((gone / "model.safetensors.index.json").read_text())
+    index["weight_map"]["lm_head.weight"] = "model-00009-of-00009.safetensors"
+    (gone / "model.safetensors.index.json").write_text(json.dumps(index))
     cases = [
         (
             "convert_nemo_to_hf",
@@ -286,8 +296,11 @@ def test_bad_inputs_are_refused_in_one_line(single_process, tmp_path, monkeypatc
         ("convert_nemo_to_hf", ["--nemo", str(tmp_path / "kv.nemo"), "--output", str(tmp_path / "o2")], "head dim 8"),
         ("convert_hf_to_nemo", ["--hf", str(gpt2), "--output", str(tmp_path / "o3.nemo")], "not 'flm'"),
         ("convert_hf_to_nemo", ["--hf", str(tmp_path / "hf"), "--output", str(tmp_path / "m.nemo")], "exists"),
+        ("convert_hf_to_nemo", ["--hf", str(stringly), "--output", str(tmp_path / "o4.nemo")], "positive integer"),
+        ("convert_hf_to_nemo", ["--hf", str(gone), "--output", str(tmp_path / "o5.nemo")], "lacks model-00009"),
     ]
     for script, args, expected in cases:
         message = run_script(script, args, monkeypatch)
         assert message and message.startswith("error: ") and expected in message and "\n" not in message, message
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["exists", "gpt2", "hf", "kv.nemo", "m.nemo", "not.nemo"]
+    made = ["exists", "gone", "gpt2", "hf", "kv.nemo", "m.nemo", "not.nemo", "stringly"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == made
