@@ -7,12 +7,18 @@ same `split` applies to every prefix, so validation documents never appear in tr
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any, Dict, List, Optional
 
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+from megatron.core.datasets.blended_megatron_dataset_config import (
+    convert_split_vector_to_split_matrix,
+    parse_and_normalize_split,
+)
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
+from nemo_flm.config import ConfigError
 from nemo_flm.data.blend import Dataset, parse_blend
 from nemo_flm.data.corpus import build_default_corpus
 from nemo_flm.data.tokenizer import FLMTokenizer
@@ -20,14 +26,29 @@ from nemo_flm.data.tokenizer import FLMTokenizer
 
 def data_blend(data_cfg: Any) -> List[Dataset]:
     """The configured blend (data/blend.py), or the built-in corpus (built on first use) weighted
-    by data.corpus.weights."""
+    by data.corpus.weights; every dataset's training and validation shares checked to hold a
+    document."""
     datasets = parse_blend(data_cfg)
     if datasets is not None:
-        # absolute: megatron's index cache is keyed by the prefix string, and `data/en_text` in
-        # another directory is another dataset
-        return [Dataset(d.name, os.path.abspath(os.path.expanduser(d.prefix)), d.weight) for d in datasets]
-    prefixes = build_default_corpus(data_cfg)
-    return [Dataset(lang, prefix, float(data_cfg.corpus.weights[lang])) for lang, prefix in prefixes.items()]
+        # absolute: `data/en_text` in another directory is another dataset
+        blend = [Dataset(d.name, os.path.abspath(os.path.expanduser(d.prefix)), d.weight) for d in datasets]
+    else:
+        prefixes = build_default_corpus(data_cfg)
+        blend = [Dataset(lang, prefix, float(data_cfg.corpus.weights[lang])) for lang, prefix in prefixes.items()]
+    for split in (0, 1):
+        require_documents(data_cfg, blend, split)
+    return blend
+
+
+def _cache_dir(data_cfg: Any, prefixes: List[str]) -> str:
+    """megatron keys its index cache by the prefix path, not by the data: a dataset rewritten under
+    the same prefix (re-preprocessed, --overwrite) would be read through the old indices (an
+    IndexError, or wrong samples). The cache lives under a fingerprint of the .idx files instead."""
+    digest = hashlib.sha256()
+    for prefix in sorted(prefixes):
+        stat = os.stat(f"{prefix}.idx")
+        digest.update(f"{prefix}:{stat.st_size}:{stat.st_mtime_ns};".encode())
+    return os.path.join(os.path.expanduser(data_cfg.cache_dir), "index-cache", digest.hexdigest()[:16])
 
 
 def _config(data_cfg: Any, seq_length: int, blend) -> GPTDatasetConfig:
@@ -41,8 +62,25 @@ def _config(data_cfg: Any, seq_length: int, blend) -> GPTDatasetConfig:
         reset_attention_mask=False,
         eod_mask_loss=False,
         create_attention_mask=False,
-        path_to_cache=os.path.join(os.path.expanduser(data_cfg.cache_dir), "index-cache"),
+        path_to_cache=_cache_dir(data_cfg, blend[0]),
     )
+
+
+def require_documents(data_cfg: Any, datasets: List[Dataset], split: int) -> None:
+    """Each dataset's share of split `split` (0 train, 1 validation) holds a document, counted as
+    megatron splits them: an empty share that is asked for samples makes megatron's epoch count
+    loop forever (a dataset under ~25 documents has an empty 2% validation share)."""
+    share = convert_split_vector_to_split_matrix(parse_and_normalize_split(data_cfg.split))[split]
+    if share is None:
+        return
+    config = _config(data_cfg, 2, ([d.prefix for d in datasets], None))
+    for d in datasets:
+        count = GPTDataset.numel_low_level_dataset(GPTDataset.build_low_level_dataset(d.prefix, config))
+        if int(round(share[1] * count)) - int(round(share[0] * count)) < 1:
+            raise ConfigError(
+                f"dataset '{d.name}' has {count} documents: its {('training', 'validation')[split]} share of "
+                f"data.split '{data_cfg.split}' holds none; add documents or change data.split"
+            )
 
 
 def build_train_dataset(data_cfg: Any, datasets: List[Dataset], seq_length: int, num_samples: int):
@@ -50,7 +88,7 @@ def build_train_dataset(data_cfg: Any, datasets: List[Dataset], seq_length: int,
     weights = [d.weight for d in datasets] if len(datasets) > 1 else None
     blend = ([d.prefix for d in datasets], weights)
     builder = BlendedMegatronDatasetBuilder(
-        GPTDataset, [num_samples, 1, 1], lambda: True, _config(data_cfg, seq_length, blend)
+        GPTDataset, [num_samples, None, None], lambda: True, _config(data_cfg, seq_length, blend)
     )
     return builder.build()[0]
 
@@ -58,7 +96,7 @@ def build_train_dataset(data_cfg: Any, datasets: List[Dataset], seq_length: int,
 def build_valid_datasets(
     data_cfg: Any, datasets: List[Dataset], seq_length: int, num_samples: int
 ) -> Dict[str, Optional[Any]]:
-    """Dataset name -> its validation split (None where the split holds no document)."""
+    """Dataset name -> its validation split (None where data.split gives validation no share)."""
     out = {}
     for d in datasets:
         builder = BlendedMegatronDatasetBuilder(

@@ -8,6 +8,7 @@ sequence is divided by the penalty when positive and multiplied by it when negat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, List, Mapping, Optional
 
@@ -48,14 +49,17 @@ class SamplingParams:
             (self.temperature > 0 and self.temperature <= 100, "temperature must be in (0, 100]"),
             (self.top_k >= 0, "top_k must be >= 0"),
             (0.0 <= self.top_p <= 1.0, "top_p must be in [0, 1]"),
-            (self.repetition_penalty >= 1.0, "repetition_penalty must be >= 1 (1: off)"),
+            (1.0 <= self.repetition_penalty < math.inf, "repetition_penalty must be >= 1 and finite (1: off)"),
             (self.tokens_to_generate >= 0, "tokens_to_generate must be >= 0"),
             (
                 0 <= self.min_tokens_to_generate <= self.tokens_to_generate,
                 "min_tokens_to_generate must be in [0, tokens_to_generate]",
             ),
             (self.top_logprobs >= 0, "top_logprobs must be >= 0"),
-            (all(isinstance(s, str) and s for s in self.end_strings), "end_strings must be non-empty strings"),
+            (
+                all(isinstance(s, str) and s and _utf8(s) for s in self.end_strings),
+                "end_strings must be non-empty strings",
+            ),
         ]
         for ok, message in rules:
             if not ok:
@@ -63,6 +67,15 @@ class SamplingParams:
 
     def _value_in(self, message: str) -> Any:
         return getattr(self, message.split()[0])
+
+
+def _utf8(text: str) -> bool:
+    """Whether the text has a UTF-8 form (a lone surrogate has none, and could never be generated)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def penalise_repeats(logits: Tensor, seen: Tensor, penalty: float) -> Tensor:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 class Handler(BaseHTTPRequestHandler):
     server: "FLMServer"
+    timeout = 60  # seconds a client may stall mid-request before its thread lets go
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -62,11 +63,14 @@ class Handler(BaseHTTPRequestHandler):
     def _body(self) -> Dict[str, Any]:
         length = self.headers.get("Content-Length", "0")
         if not (length.isascii() and length.isdigit()):
-            raise ApiError(400, f"bad Content-Length {length!r}")
+            raise ApiError(400, f"bad Content-Length {length[:40]!r}")
         limit = self.server.serving.limits.max_body_bytes
-        if int(length) > limit:
-            raise ApiError(413, f"the body has {length} bytes, over the limit of {limit}")
-        return parse_body(self.rfile.read(int(length)))
+        if len(length) > 18 or int(length) > limit:  # 18 digits: below Python's int-parsing limits
+            raise ApiError(413, f"the body has {length[:40]} bytes, over the limit of {limit}")
+        raw = self.rfile.read(int(length))
+        if len(raw) != int(length):
+            raise ApiError(400, f"the body ended after {len(raw)} of its {length} bytes")
+        return parse_body(raw)
 
     def _send(self, status: int, answer: Dict[str, Any]) -> None:
         try:

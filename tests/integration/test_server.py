@@ -249,6 +249,8 @@ BAD = [  # (method, path, body, status, words the message must contain)
     ("POST", "/detokenize", {"tokens": [-1]}, 400, "token id -1 in 'tokens'"),
     ("POST", "/v1/completions", b'{"prompt": "Hi", "\\ud800": 1}', 400, "unknown field"),  # a lone surrogate
     ("POST", "/v1/completions", b"[" * 20000 + b"]" * 20000, 400, "nested too deeply"),
+    ("POST", "/v1/completions", b'{"prompt": "Hi", "stop": ["\\ud800"]}', 400, "end_strings must be non-empty"),
+    ("PUT", "/generate", b'{"sentences": ["Hi"], "repetition_penalty": Infinity}', 400, "must be >= 1 and finite"),
     ("GET", "/v1/models", None, 404, "no endpoint /v1/models"),
     ("GET", "/v1/completions", None, 405, "/v1/completions takes POST, not GET"),
     ("POST", "/generate", {"sentences": ["Hi"]}, 405, "/generate takes PUT, not POST"),
@@ -262,6 +264,28 @@ def test_bad_request_gets_its_status_and_reason_and_the_server_lives(served, met
     assert answer.status_code == status, answer.text
     error = answer.json()["error"]
     assert words in error["message"] and error["code"] == status and error["type"]
+    served.ok(*ALIVE)
+
+
+def _raw_request(served, head: bytes, body: bytes = b"") -> bytes:
+    """Send bytes as they are (requests would fix the headers) and read the answer."""
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(served.url)
+    with socket.create_connection((url.hostname, url.port), timeout=30) as conn:
+        conn.sendall(head + body)
+        conn.shutdown(socket.SHUT_WR)
+        return b"".join(iter(lambda: conn.recv(65536), b""))
+
+
+def test_malformed_content_lengths_are_4xx(served):
+    """A body shorter than its Content-Length (the client closed early) and a length past Python's
+    int-parsing limit are refused, not run or answered 500."""
+    short = _raw_request(served, b"POST /tokenize HTTP/1.0\r\nContent-Length: 100\r\n\r\n", b'{"prompt": "Hi"}')
+    assert short.startswith(b"HTTP/1.0 400") and b"ended after 16 of its 100 bytes" in short
+    huge = _raw_request(served, b"POST /tokenize HTTP/1.0\r\nContent-Length: " + b"9" * 5000 + b"\r\n\r\n")
+    assert huge.startswith(b"HTTP/1.0 413")
     served.ok(*ALIVE)
 
 
