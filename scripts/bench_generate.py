@@ -23,6 +23,7 @@ from nemo_flm.console import quiet_startup
 
 quiet_startup()
 
+from bench_train import neox_model  # noqa: E402  (this folder: the same GPT-NeoX baseline)
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear  # noqa: E402
 from megatron.core.transformer.attention import SelfAttention  # noqa: E402
 
@@ -102,26 +103,6 @@ def flm_generate_rate(network, prompt, args) -> float:
     return n / timed(lambda: generator.generate([prompt], params))
 
 
-def neox(args):
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    cfg = GPTNeoXConfig(
-        vocab_size=100352,
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        intermediate_size=4 * args.hidden,
-        rotary_pct=1.0,
-        max_position_embeddings=args.context + args.new_tokens,
-        hidden_dropout=0.0,
-        attention_dropout=0.0,
-        tie_word_embeddings=False,
-        use_parallel_residual=False,
-        attn_implementation="sdpa",
-    )
-    return GPTNeoXForCausalLM(cfg).eval()
-
-
 def hf_generate_rate(model, prompt, args) -> float:
     ids = torch.tensor([prompt])
     n = args.new_tokens
@@ -171,7 +152,7 @@ def main() -> None:
     parallel.initialize(cfg.parallel, cfg.seed)
     network = build_model(cfg).eval()
     prompt = torch.randint(0, 100256, (args.prompt,)).tolist()
-    baseline = neox(args)
+    baseline = neox_model(args.layers, args.hidden, args.heads, args.context + args.new_tokens).eval()
     ours, theirs = flm_generate_rate(network, prompt, args), hf_generate_rate(baseline, prompt, args)
     print(f"(a) greedy, {args.prompt}-token prompt, {args.new_tokens} new tokens, batch 1, {args.threads} threads")
     print(row("nemo_flm Generator:", ours, "GPT-NeoX generate():", theirs))

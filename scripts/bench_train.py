@@ -50,24 +50,30 @@ def _flm(args):
     return step
 
 
-def _neox(args):
+def neox_model(layers: int, hidden: int, heads: int, positions: int):
+    """Hugging Face GPT-NeoX with FLM's dimensions: sequential residual, GeLU (tanh), rotary over
+    the full head, 100,352-row untied vocab, no dropout, SDPA attention (bench_generate.py too)."""
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     cfg = GPTNeoXConfig(
         vocab_size=100352,
-        hidden_size=args.hidden,
-        num_hidden_layers=args.layers,
-        num_attention_heads=args.heads,
-        intermediate_size=4 * args.hidden,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
         hidden_act="gelu_fast",
         rotary_pct=1.0,
-        max_position_embeddings=args.seq,
+        max_position_embeddings=positions,
         use_parallel_residual=False,
         tie_word_embeddings=False,
         attention_dropout=0.0,
         hidden_dropout=0.0,
     )
-    model = GPTNeoXForCausalLM._from_config(cfg, attn_implementation="sdpa").train()
+    return GPTNeoXForCausalLM._from_config(cfg, attn_implementation="sdpa")
+
+
+def _neox(args):
+    model = neox_model(args.layers, args.hidden, args.heads, args.seq).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 
     def step(tokens, labels):
