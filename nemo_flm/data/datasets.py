@@ -88,7 +88,7 @@ def build_train_dataset(data_cfg: Any, datasets: List[Dataset], seq_length: int,
     weights = [d.weight for d in datasets] if len(datasets) > 1 else None
     blend = ([d.prefix for d in datasets], weights)
     builder = BlendedMegatronDatasetBuilder(
-        GPTDataset, [num_samples, None, None], lambda: True, _config(data_cfg, seq_length, blend)
+        GPTDataset, [num_samples, 1, 1], lambda: True, _config(data_cfg, seq_length, blend)
     )
     return builder.build()[0]
 
