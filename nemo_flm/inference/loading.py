@@ -49,12 +49,13 @@ def inference_config(saved: Any, tensor_model_parallel_size: int = -1, overrides
 def load_weights(network: torch.nn.Module, reader: ShardReader, src: str) -> None:
     """This rank's shard of every tensor, by its name in the whole model."""
     rank, size = parallel.tp_rank(), parallel.tp_size()
+    own = network.state_dict()
     state = {}
     for local, name in global_names(network, PREFIX).items():
         if name not in reader.tensors[MODEL]:
             continue  # megatron's empty _extra_state entries are not stored
         tensor = reader.read(MODEL, name, rank, size)
-        expected = network.state_dict()[local[len(PREFIX) :]].shape
+        expected = own[local[len(PREFIX) :]].shape
         if tensor.shape != expected:
             raise ConfigError(
                 f"'{src}' holds '{name}' with shape {tuple(tensor.shape)} where this model at TP {size} has "
@@ -62,7 +63,7 @@ def load_weights(network: torch.nn.Module, reader: ShardReader, src: str) -> Non
             )
         state[local[len(PREFIX) :]] = tensor
     network.load_state_dict(state, strict=False)
-    missing = [k for k, v in network.state_dict().items() if torch.is_tensor(v) and k not in state]
+    missing = [k for k, v in own.items() if torch.is_tensor(v) and k not in state]
     if missing:
         raise ConfigError(f"'{src}' has no tensor for '{missing[0]}' (and {len(missing) - 1} more): not this model")
 
