@@ -122,12 +122,19 @@ class ModelConfig:
     # blockwise causal attention (the xPos paper's length extrapolation): past seq_length, each half
     # window of seq_length/2 queries attends to itself and the previous half window (SDPA backend)
     blockwise_attention: bool = False
-    # FLM's HF config semantics: embeddings x input_mult; logits x output_mult / mup_scale_factor
+    # μP (model/mup.py; FLM's HF names): with m = hidden_size / mup_base_width, hidden matrices get
+    # init variance / m and Adam LR / m; embeddings x input_mult; logits x output_mult / m
     use_mup: bool = False
     input_mult: float = 1.0
     output_mult: float = 1.0
-    mup_scale_factor: float = 1.0
     mup_base_width: int = 256
+    mup_scale_factor: Optional[float] = None  # m: derived from the width; a given value must equal it
+    # attention scores x sqrt(mup_base_head_dim) / d_head (μP's 1/d, equal to 1/sqrt(d) at the base
+    # head size); null keeps 1/sqrt(d_head). FLM's head dim stays 128 at every stage.
+    mup_base_head_dim: Optional[int] = None
+    # what optim.lr / min_lr are under μP (FLM does not say): `base` = the base-width model's LRs
+    # (hidden matrices get them / m), `hidden` = the hidden matrices' LRs at this width (the rest x m)
+    mup_lr: str = "base"
     # backends
     transformer_impl: str = "local"  # local | transformer_engine
     attention_backend: str = "sdpa"  # sdpa | flash_attn | te
@@ -294,6 +301,7 @@ def validate(cfg: Any) -> None:
     _require(cfg.xpos_gamma > 0, f"xpos_gamma must be > 0 (FLM: 0.4), got {cfg.xpos_gamma}")
     _require(cfg.rotary_base > 1, f"rotary_base must be > 1 (FLM: 10000), got {cfg.rotary_base}")
     _validate_xpos_range(cfg)
+    _validate_mup(cfg)
     _require(
         not cfg.blockwise_attention or (cfg.seq_length % 2 == 0 and cfg.attention_backend == "sdpa"),
         "blockwise_attention needs an even seq_length (half windows) and attention_backend sdpa (it uses a mask)",
@@ -380,6 +388,24 @@ def _validate_pipeline(cfg: Any) -> None:
         pp == 1 or not cfg.tie_word_embeddings,
         "tie_word_embeddings with pipeline_model_parallel_size > 1 is not supported (the output layer would live on "
         "another stage than the embedding): untie them (FLM's default) or use PP=1",
+    )
+
+
+def _validate_mup(cfg: Any) -> None:
+    if not cfg.use_mup:
+        return
+    _require(cfg.mup_base_width >= 1, f"mup_base_width must be >= 1 (FLM: 256), got {cfg.mup_base_width}")
+    m = cfg.hidden_size / cfg.mup_base_width
+    given = cfg.mup_scale_factor
+    _require(
+        given is None or math.isclose(given, m, rel_tol=1e-6),
+        f"mup_scale_factor {given} contradicts hidden_size / mup_base_width = {cfg.hidden_size} / "
+        f"{cfg.mup_base_width} = {m:g}: drop mup_scale_factor (it is derived) or fix the width",
+    )
+    _require(cfg.mup_lr in ("base", "hidden"), f"mup_lr must be 'base' or 'hidden', got '{cfg.mup_lr}'")
+    _require(
+        cfg.mup_base_head_dim is None or cfg.mup_base_head_dim >= 1,
+        f"mup_base_head_dim must be null or >= 1, got {cfg.mup_base_head_dim}",
     )
 
 

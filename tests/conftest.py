@@ -2,6 +2,7 @@
 Helpers that tests import live in tests/helpers.py."""
 
 import os
+import shutil
 import warnings
 
 import pytest
@@ -44,3 +45,13 @@ def build(single_process):
         return build_model(cfg).eval(), cfg
 
     return _build
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request):
+    """A directory for one module's shared runs, removed when the module ends: checkpoints of the
+    100K-vocabulary test models weigh ~150 MB each, and a suite that kept them all would fill a
+    CI disk (pytest.ini removes each passing test's own tmp_path the same way)."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

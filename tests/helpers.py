@@ -113,8 +113,8 @@ GROWTHS = {
     "hidden-only": dict(hidden_size=64, kv_channels=16),
     "heads-only": dict(num_attention_heads=4, kv_channels=16),
 }
-MUP = dict(use_mup=True, output_mult=2.0, mup_scale_factor=2.0)
-GROWTHS["all-mup"] = dict(GROWTHS["all"], mup_scale_factor=4.0)  # m doubles with the width
+MUP = dict(use_mup=True, output_mult=2.0, mup_base_width=16)  # m = 2 at GROWTH_OLD's width
+GROWTHS["all-mup"] = GROWTHS["all"]  # m doubles with the width
 
 
 def random_fill(seed: int = 5):

@@ -31,7 +31,7 @@ from nemo_flm import parallel
 from nemo_flm.atomic import discard, partial_path, publish
 from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter, merge_tables
 from nemo_flm.model.sharding import global_names, partition_dims
-from nemo_flm.training.optim import optimizer_group_sizes, optimizer_param_names, state_by_index, state_by_name
+from nemo_flm.training.optim import optimizer_groups, optimizer_param_names, state_by_index, state_by_name
 
 TRAINER_STATE = "trainer_state.pt"
 LAYOUT = "flm_layout"
@@ -124,8 +124,8 @@ def read_this_rank(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix:
                 opt["state"][name].update(
                     {m: reader.read(m, name, rank, size) for m in moments if name in reader.tensors[m]}
                 )
-    sizes = optimizer_group_sizes(network)
-    checkpoint["optimizer_states"] = [state_by_index(s, order, sizes) for s in checkpoint.get("optimizer_states", [])]
+    groups = optimizer_groups(network)
+    checkpoint["optimizer_states"] = [state_by_index(s, order, groups) for s in checkpoint.get("optimizer_states", [])]
 
 
 class FLMCheckpointIO(TorchCheckpointIO):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, List
 
 from nemo_flm.config import ConfigError, ffn_size, head_dim
-from nemo_flm.model.builder import logit_scale
+from nemo_flm.model.mup import logit_scale
 
 DEPTH_MODES = ("stack", "interleave", "random")
 
@@ -27,7 +27,7 @@ class GrowthPlan:
     # source[j] = the old layer that new-model layer j is (or copies); None = a fresh random layer
     source: List[Any] = field(default_factory=list)
     new_layers: List[int] = field(default_factory=list)  # new-model indices of the added layers
-    # muP: the logit multiplier output_mult / mup_scale_factor changes with width; the output layer
+    # muP: the logit multiplier output_mult / m changes with width; the output layer
     # is multiplied by old/new multiplier so the logits stay the same
     output_rescale: float = 1.0
 

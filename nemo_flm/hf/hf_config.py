@@ -13,9 +13,11 @@ FLM's keys (docs/flm_facts.md §2) map one to one onto nemo_flm's, except:
 
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, Optional
 
 from nemo_flm.config import ConfigError, ffn_size, head_dim
+from nemo_flm.model import mup
 
 FLM_GAMMA = 0.4
 TOKEN_ID = 100256  # FLM's <|endoftext|>: bos = eos
@@ -31,11 +33,18 @@ TANH_GELU = ("gelu_fast", "gelu_new", "gelu_pytorch_tanh")
 
 
 def check_exportable(cfg: Any) -> None:
-    """FLM's schema has no head-dim key: the head dim must be hidden / heads."""
+    """FLM's schema has no head-dim key (the head dim must be hidden / heads) and no μP attention
+    scale (scores are 1/sqrt(d_head), so a mup_base_head_dim must equal the head dim)."""
     if cfg.hidden_size % cfg.num_attention_heads or head_dim(cfg) != cfg.hidden_size // cfg.num_attention_heads:
         raise ConfigError(
             f"head dim {head_dim(cfg)} is not hidden_size / num_attention_heads ({cfg.hidden_size} / "
             f"{cfg.num_attention_heads}): FLM's HF schema cannot express it; grow or retrain to a consistent shape"
+        )
+    scale = mup.softmax_scale(cfg)
+    if scale is not None and not math.isclose(scale, head_dim(cfg) ** -0.5):
+        raise ConfigError(
+            f"mup_base_head_dim {cfg.mup_base_head_dim} differs from the head dim {head_dim(cfg)}: FLM's HF schema "
+            "scores attention by 1/sqrt(d_head) and has no key for μP's 1/d_head scale; export a model without it"
         )
 
 
@@ -67,7 +76,7 @@ def to_hf_config(cfg: Any, vocab_rows: int, dtype: str) -> Dict[str, Any]:
         "reorder_and_upcast_attn": True,
         "use_mup": cfg.use_mup,
         "mup_base_width": cfg.mup_base_width,
-        "mup_scale_factor": cfg.mup_scale_factor,
+        "mup_scale_factor": mup.width_mult(cfg),
         "input_mult": cfg.input_mult,
         "output_mult": cfg.output_mult,
         "bos_token_id": TOKEN_ID,

@@ -13,6 +13,7 @@ from megatron.core.transformer.transformer_config import TransformerConfig
 
 from nemo_flm.compat import require_backends
 from nemo_flm.config import ffn_size, head_dim, padded_vocab_size
+from nemo_flm.model import mup
 from nemo_flm.model.gpt import FLMGPTModel
 from nemo_flm.model.spec import flm_block_spec, flm_layer_spec
 from nemo_flm.model.xpos import PositionConfig
@@ -63,6 +64,7 @@ def transformer_config(cfg: Any) -> TransformerConfig:
         gradient_accumulation_fusion=False,
         persist_layer_norm=False,
         apply_rope_fusion=False,
+        softmax_scale=mup.softmax_scale(cfg),
     )
 
 
@@ -77,11 +79,6 @@ def position_config(cfg: Any) -> PositionConfig:
     )
 
 
-def logit_scale(cfg: Any) -> float:
-    """FLM's HF semantics: logits x output_mult / mup_scale_factor when use_mup is on."""
-    return cfg.output_mult / cfg.mup_scale_factor if cfg.use_mup else 1.0
-
-
 def block_spec(cfg: Any, vp_stage: Optional[int] = None) -> TransformerBlockSubmodules:
     """The decoder block of this pipeline stage (model chunk `vp_stage`): FLM layers for the configured backend."""
     layer = flm_layer_spec(position_config(cfg), cfg.transformer_impl, cfg.attention_backend)
@@ -91,13 +88,14 @@ def block_spec(cfg: Any, vp_stage: Optional[int] = None) -> TransformerBlockSubm
 def build_model(
     cfg: Any, vp_stage: Optional[int] = None, block: Optional[TransformerBlockSubmodules] = None
 ) -> FLMGPTModel:
-    """Build this rank's FLMGPTModel (model chunk `vp_stage` under virtual pipelining); megatron
-    parallel_state must be initialised first. The embedding lives on the first pipeline stage and
-    the output layer on the last (megatron's pre_process / post_process).
+    """Build this rank's FLMGPTModel (model chunk `vp_stage` under virtual pipelining), initialised
+    as μP says when use_mup is on (model/mup.py); megatron parallel_state must be initialised
+    first. The embedding lives on the first pipeline stage and the output layer on the last
+    (megatron's pre_process / post_process).
 
     `block` replaces the FLM block spec: features that swap leaves (growth/masks.py) pass their own."""
     require_backends(cfg.transformer_impl, cfg.attention_backend)
-    return FLMGPTModel(
+    model = FLMGPTModel(
         config=transformer_config(cfg),
         transformer_layer_spec=block if block is not None else block_spec(cfg, vp_stage),
         vocab_size=padded_vocab_size(cfg),
@@ -108,9 +106,11 @@ def build_model(
         share_embeddings_and_output_weights=cfg.tie_word_embeddings,
         position_embedding_type="none",
         input_mult=cfg.input_mult,
-        logit_scale=logit_scale(cfg),
+        logit_scale=mup.logit_scale(cfg),
         blockwise_window=cfg.seq_length if cfg.blockwise_attention else None,
     )
+    mup.apply(model, cfg)
+    return model
 
 
 def vp_stages(cfg: Any) -> List[Optional[int]]:

@@ -35,7 +35,7 @@ from nemo_flm.model.builder import as_network, build_chunks, model_chunks
 from nemo_flm.training.engine import build_engine, eval_sums
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.nonfinite import NonFiniteError
-from nemo_flm.training.optim import build_scheduler
+from nemo_flm.training.optim import build_scheduler, schedule_lr
 from nemo_flm.training.throughput import throughput_monitor
 
 BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
@@ -174,7 +174,7 @@ class FLMModel(ModelPT):
             logging.warning("step %d: non-finite loss or gradients: update skipped (optim.on_nonfinite: skip)", step)
             self.skipped_updates += 1
         scheduler = self.lr_schedulers()
-        lr = scheduler.get_last_lr()[0]
+        lr = schedule_lr(scheduler.optimizer)  # the configured schedule's; μP groups train at multiples
         scheduler.step()
         self.consumed_samples += self.cfg.global_batch_size
         metrics = {

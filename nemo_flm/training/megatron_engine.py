@@ -17,11 +17,12 @@ except that loss reduction. On CPU this path runs only inside tests/cuda_on_cpu.
 
 from __future__ import annotations
 
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig, finalize_model_grads
-from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer, get_standard_config_overrides
+from megatron.core.optimizer.optimizer_config import ParamKey, ParamPredicate
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from nemo_flm import parallel
@@ -46,6 +47,17 @@ def optimizer_config(cfg: Any) -> OptimizerConfig:
         params_dtype=DTYPES[cfg.params_dtype],
         use_distributed_optimizer=True,
     )
+
+
+def config_overrides(config: OptimizerConfig, chunks: List[torch.nn.Module]) -> Dict[ParamKey, Dict[str, float]]:
+    """megatron's standard param-group overrides (no weight decay on biases and LayerNorms) plus
+    one `lr_mult` per μP multiplier that the build tagged on parameters (model/mup.py)."""
+    overrides = get_standard_config_overrides(config)
+    mults = {getattr(p, "lr_mult", 1.0) for chunk in chunks for p in chunk.parameters()} - {1.0}
+    for mult in sorted(mults):
+        tagged = ParamPredicate(name=f"lr_mult={mult!r}", fn=lambda p, mult=mult: getattr(p, "lr_mult", 1.0) == mult)
+        overrides[ParamKey(predicate=tagged)] = {"lr_mult": mult}
+    return overrides
 
 
 def run_schedule(chunks: List[torch.nn.Module], batch: Batch, cfg: Any, forward_only: bool) -> torch.Tensor:
@@ -89,11 +101,14 @@ class MegatronEngine:
             DistributedDataParallel(config=chunk.config, ddp_config=ddp_config, module=chunk, disable_bucketing=i > 0)
             for i, chunk in enumerate(chunks)
         ]
-        self.inner = get_megatron_optimizer(optimizer_config(cfg), self.chunks)
-        # megatron marks biases and LayerNorms with wd_mult 0 and leaves applying it to its own
-        # scheduler; NeMo's scheduler sets only the LR, so the decay is fixed here, once
+        optimizer_cfg = optimizer_config(cfg)
+        self.inner = get_megatron_optimizer(optimizer_cfg, self.chunks, config_overrides(optimizer_cfg, self.chunks))
+        # megatron marks biases and LayerNorms with wd_mult 0 and leaves applying it (and lr_mult)
+        # to its own scheduler; NeMo's sets only the LR: the decay is fixed here, once, and each
+        # group starts at the configured LR x its μP multiplier (training/optim.py)
         for group in self.inner.param_groups:
             group["weight_decay"] = cfg.optim.weight_decay * group["wd_mult"]
+            group["lr"] = cfg.optim.lr * group["lr_mult"]
         self.optimizer = MegatronOptimizerAdapter(
             self.inner, as_network(chunks), cfg.optim.weight_decay, cfg.optim.on_nonfinite
         )

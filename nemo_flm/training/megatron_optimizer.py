@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from nemo_flm.training.nonfinite import all_finite, check
-from nemo_flm.training.optim import param_groups
+from nemo_flm.training.optim import param_groups, schedule_lr
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 MAIN_PARAM = "main_param"  # the fp32 master copy of a low-precision parameter
@@ -112,19 +112,22 @@ class MegatronOptimizerAdapter(torch.optim.Optimizer):
                 entry = {key: self._gather(param, "param" if key == MAIN_PARAM else key) for key in keys}
                 if all(value is not None for value in entry.values()):
                     state[index] = {"step": torch.tensor(step), **entry}
-        hyper = {k: v for k, v in self.inner.param_groups[0].items() if k in ("lr", "betas", "eps", "initial_lr")}
+        hyper = {k: v for k, v in self.inner.param_groups[0].items() if k in ("betas", "eps", "initial_lr")}
+        lr = schedule_lr(self.inner)
         groups, start = [], 0
         for group in self._groups:
             indices = list(range(start, start + len(group["params"])))
-            groups.append({**hyper, "weight_decay": group["weight_decay"], "params": indices})
+            keys = ("name", "weight_decay", "lr_mult")
+            groups.append({**hyper, **{k: group[k] for k in keys}, "lr": lr * group["lr_mult"], "params": indices})
             start += len(indices)
         return {"state": state, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Install this rank's range of each parameter's moments (and fp32 main weights), the step
         count, and the saved learning rate (the scheduler's own state does not set it)."""
+        saved = state_dict["param_groups"][0]
         for group in self.inner.param_groups:
-            group["lr"] = state_dict["param_groups"][0]["lr"]
+            group["lr"] = saved["lr"] / saved.get("lr_mult", 1.0) * group["lr_mult"]
         if not state_dict["state"]:  # saved before any update: a fresh optimizer is that state
             return
         for part in self.parts:

@@ -1,10 +1,14 @@
 """AdamW with FLM's settings, NeMo's cosine schedule, and a TP-correct gradient clip.
 
-Weight decay applies to matrices (linear weights, embeddings, output layer) and not to biases or
-LayerNorm parameters. The local engine's gradient norm (megatron's helper is CUDA-only):
-tensor-parallel shards count on every rank, replicated parameters on TP rank 0 only, and the
-squares are summed over the model-parallel group, so the norm equals the TP=1 norm. The megatron
-engine uses megatron's own clip inside its optimizer.
+Parameters are grouped by role: the hidden matrices (q|k|v, attention output, fc1, fc2), the other
+matrices (embeddings, output layer), and the vectors (biases, LayerNorms). Weight decay applies to
+matrices only. Each group carries `lr_mult`, the μP factor on the configured LR schedule that the
+model build tags on every parameter (model/mup.py; 1 without μP), and the scheduler applies it.
+
+The local engine's gradient norm (megatron's helper is CUDA-only): tensor-parallel shards count on
+every rank, replicated parameters on TP rank 0 only, and the squares are summed over the
+model-parallel group, so the norm equals the TP=1 norm. The megatron engine uses megatron's own
+clip inside its optimizer.
 """
 
 from __future__ import annotations
@@ -17,23 +21,38 @@ from megatron.core import parallel_state
 from nemo.core.optim.lr_scheduler import CosineAnnealing
 
 from nemo_flm import parallel
+from nemo_flm.model import mup
+
+ROLES = ("decay", "no_decay", "hidden")  # group order: the LR logged is group 0's
+
+
+def param_role(name: str, param: torch.Tensor) -> str:
+    if param.ndim < 2:
+        return "no_decay"
+    return "hidden" if mup.is_hidden_matrix(name) else "decay"
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
-    decay, no_decay = [], []
-    for param in model.parameters():
+    """One named group per role, with its weight decay and μP LR multiplier. Every rank has all
+    three, empty where its pipeline stage holds none of a role, so checkpoints line up."""
+    members: Dict[str, List[torch.Tensor]] = {role: [] for role in ROLES}
+    for name, param in model.named_parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+            members[param_role(name, param)].append(param)
+    groups = []
+    for role, params in members.items():
+        mults = {getattr(p, "lr_mult", 1.0) for p in params} or {1.0}
+        if len(mults) > 1:
+            raise ValueError(f"the {role} parameters carry different LR multipliers {sorted(mults)}: rebuild the model")
+        decay = 0.0 if role == "no_decay" else weight_decay
+        groups.append({"params": params, "name": role, "weight_decay": decay, "lr_mult": mults.pop()})
+    return groups
 
 
 def build_optimizer(model: torch.nn.Module, optim: Any) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        param_groups(model, optim.weight_decay), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps
-    )
+    """AdamW over param_groups, each group starting at the configured LR x its μP multiplier."""
+    groups = [{**group, "lr": optim.lr * group["lr_mult"]} for group in param_groups(model, optim.weight_decay)]
+    return torch.optim.AdamW(groups, lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps)
 
 
 def optimizer_param_names(model: torch.nn.Module, prefix: str = "") -> List[str]:
@@ -50,22 +69,38 @@ def state_by_name(state: Dict[str, Any], names: List[str]) -> Dict[str, Any]:
     }
 
 
-def state_by_index(state: Dict[str, Any], names: List[str], group_sizes: List[int]) -> Dict[str, Any]:
+def state_by_index(state: Dict[str, Any], names: List[str], groups: List[Dict[str, Any]]) -> Dict[str, Any]:
     """The inverse of state_by_name, for optimizer.load_state_dict over this rank's parameters
-    `names` (build_optimizer's order, in groups of `group_sizes`): entries of parameters this rank
-    does not hold (other pipeline stages) are dropped, and each group lists this rank's own
-    parameters, so the state loads whatever layout (and stage order) wrote it."""
-    index = {name: i for i, name in enumerate(names)}
-    groups, start = [], 0
-    for group, size in zip(state["param_groups"], group_sizes):
-        groups.append({**group, "params": list(range(start, start + size))})
+    `names` (build_optimizer's order, in its `groups`, optimizer_groups): entries of parameters
+    this rank does not hold (other pipeline stages) are dropped, and each group lists this rank's
+    own parameters, so the state loads whatever layout (and stage order) wrote it.
+
+    Saved groups are matched by role name (checkpoints before roles had two unnamed groups:
+    matrices, then vectors). A group's LR multiplier comes from this model's build, not the
+    checkpoint, and its saved LR is re-based on it."""
+    saved = {g.get("name", ROLES[i]): g for i, g in enumerate(state["param_groups"])}
+    out, start = [], 0
+    for group in groups:
+        old = saved.get(group["name"], saved["decay"])  # "hidden" was part of "decay" before roles
+        size = len(group["params"])
+        lr = old["lr"] / old.get("lr_mult", 1.0) * group["lr_mult"]
+        out.append(
+            {
+                **old,
+                "name": group["name"],
+                "lr_mult": group["lr_mult"],
+                "lr": lr,
+                "params": list(range(start, start + size)),
+            }
+        )
         start += size
-    return {"state": {index[n]: s for n, s in state["state"].items() if n in index}, "param_groups": groups}
+    index = {name: i for i, name in enumerate(names)}
+    return {"state": {index[n]: s for n, s in state["state"].items() if n in index}, "param_groups": out}
 
 
-def optimizer_group_sizes(model: torch.nn.Module) -> List[int]:
-    """How many parameters each of build_optimizer's groups holds."""
-    return [len(group["params"]) for group in param_groups(model, 0.0)]
+def optimizer_groups(model: torch.nn.Module) -> List[Dict[str, Any]]:
+    """build_optimizer's groups of `model` (names, multipliers, parameters)."""
+    return param_groups(model, 0.0)
 
 
 def schedule_steps(optim: Any, global_batch_size: int) -> Dict[str, int]:
@@ -76,9 +111,31 @@ def schedule_steps(optim: Any, global_batch_size: int) -> Dict[str, int]:
     }
 
 
+class GroupCosineAnnealing(CosineAnnealing):
+    """NeMo's cosine schedule of the configured LR, times each param group's `lr_mult` (μP), as
+    megatron's own scheduler applies it: min_lr and the warmup scale with the group. Groups start
+    at the configured LR x lr_mult (so an engine trains right without a scheduler too); the
+    schedule's base is that LR over the multiplier."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, **kwargs: Any):
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"] / group.get("lr_mult", 1.0))
+        super().__init__(optimizer, **kwargs)
+
+    def get_lr(self) -> List[float]:
+        return [lr * group.get("lr_mult", 1.0) for lr, group in zip(super().get_lr(), self.optimizer.param_groups)]
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, optim: Any, global_batch_size: int) -> CosineAnnealing:
-    """Linear warmup, cosine decay to min_lr over lr_decay_samples, then min_lr (NeMo's scheduler)."""
-    return CosineAnnealing(optimizer, min_lr=optim.min_lr, **schedule_steps(optim, global_batch_size))
+    """Linear warmup, cosine decay to min_lr over lr_decay_samples, then min_lr (NeMo's scheduler),
+    per group x its μP multiplier."""
+    return GroupCosineAnnealing(optimizer, min_lr=optim.min_lr, **schedule_steps(optim, global_batch_size))
+
+
+def schedule_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The configured schedule's current LR (group 0's LR over its μP multiplier): what runs log."""
+    group = optimizer.param_groups[0]
+    return group["lr"] / group.get("lr_mult", 1.0)
 
 
 def _counts_on_this_rank(param: torch.Tensor) -> bool:

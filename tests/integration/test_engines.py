@@ -16,7 +16,10 @@ STEPS = 2
 # Adam's first updates are nearly lr x sign(grad): at eps 1e-8 a gradient that cancels to ~1e-10
 # flips with the summation order (measured: 8e-6 apart between the engines in one process);
 # eps 1e-5 keeps that rounding below 1e-7, so 1e-6 on the weights tests the reductions, not Adam
-SHAPE = dict(num_layers=4, global_batch_size=8, micro_batch_size=2, optim=dict(eps=1e-5))
+# μP on (m = 4: hidden matrices at LR / 4, model/mup.py): every layout keeps the per-role groups
+SHAPE = dict(
+    num_layers=4, global_batch_size=8, micro_batch_size=2, optim=dict(eps=1e-5), use_mup=True, mup_base_width=16
+)
 LAYOUTS = {
     "tp2": dict(tensor_model_parallel_size=2),
     "tp2-sp": dict(tensor_model_parallel_size=2, sequence_parallel=True),
@@ -79,6 +82,7 @@ def _resume(path, batch):
     from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, read_this_rank
     from nemo_flm.model.builder import as_network, build_chunks, model_chunks
     from nemo_flm.training.megatron_engine import MegatronEngine
+    from nemo_flm.training.optim import schedule_lr
 
     cfg = tiny_cfg(**SHAPE, parallel=LAYOUTS[CHECKPOINTED])
     parallel.initialize(cfg.parallel, cfg.seed)
@@ -88,9 +92,9 @@ def _resume(path, batch):
     read_this_rank(checkpoint, network)
     network.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
     engine.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
-    restored = engine.inner.param_groups[0]["lr"]
+    restored = schedule_lr(engine.inner)
     for group in engine.inner.param_groups:
-        group["lr"] = cfg.optim.lr
+        group["lr"] = cfg.optim.lr * group["lr_mult"]
     return restored, _train(engine, batch, parallel.dp_rank(), parallel.dp_size())[0]
 
 
@@ -145,7 +149,7 @@ def _rank(rank, path):
             results[name] = (losses, worst, eval_sums(model_chunks(network), short, cfg).tolist())
             if name == SHARDED:
                 for group in engine.inner.param_groups:  # a scheduled LR, which a resume must restore
-                    group["lr"] = SAVED_LR
+                    group["lr"] = SAVED_LR * group["lr_mult"]
             if name in (CHECKPOINTED, SHARDED):
                 _save(engine, network, cfg, f"{path}.{name}.ckpt")
         results["resumed"] = _resume(f"{path}.{SHARDED}.ckpt", ref["batch"])
@@ -155,7 +159,7 @@ def _rank(rank, path):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, single_process):
+def reference(module_tmp, single_process):
     """The local engine in one process: initial weights, the batch, losses and final weights."""
     from nemo_flm import parallel
     from nemo_flm.model.builder import build_model
@@ -173,7 +177,7 @@ def reference(tmp_path_factory, single_process):
     evaluated = eval_sums([model], {k: v[:3] for k, v in batch.items()}, cfg).tolist()
     moments = {n: {m: engine.optimizer.state[p][m].clone() for m in MOMENTS} for n, p in model.named_parameters()}
     third = _train(engine, batch, 0, 1)[0]  # the step after the checkpoint
-    path = tmp_path_factory.mktemp("engines") / "reference.pt"
+    path = module_tmp / "reference.pt"
     torch.save({"initial": initial, "batch": batch, "final": final}, path)
     return path, losses, moments, third, evaluated
 

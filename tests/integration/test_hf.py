@@ -23,7 +23,7 @@ from nemo_flm.hf.importer import import_from_hf  # noqa: E402
 from tests.helpers import perturbed, tiny_cfg  # noqa: E402
 
 SCRIPTS = Path(__file__).parents[2] / "scripts"
-MUP = dict(use_mup=True, output_mult=2.0, mup_scale_factor=4.0, input_mult=1.5)  # logits x 0.5, embeddings x 1.5
+MUP = dict(use_mup=True, output_mult=2.0, mup_base_width=16, input_mult=1.5)  # m = 4: logits x 0.5, embeddings x 1.5
 FLM_KEYS = (
     "model_type n_embd n_layer n_head n_inner n_positions activation_function relative_encoding rotary_theta "
     "rotary_use_xpos rotary_xpos_scale_base use_mup mup_base_width mup_scale_factor input_mult output_mult "

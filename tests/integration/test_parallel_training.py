@@ -64,8 +64,8 @@ def _assert_same(run: Path, reference: Path, complete: bool) -> None:
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory) -> Path:
-    cwd = tmp_path_factory.mktemp("parallel") / "single"
+def single(module_tmp) -> Path:
+    cwd = module_tmp / "single"
     _run(cwd, "trainer.max_steps=6")
     return cwd
 

@@ -2,6 +2,7 @@
 checkpoint; a run killed mid-ramp and resumed follows the uninterrupted loss trajectory."""
 
 import json
+import shutil
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -73,6 +74,7 @@ def test_staged_run_and_resume_mid_ramp(tmp_path):
     assert len(report["growths"]) == 2
     for growth in report["growths"]:
         assert growth["val_loss_after"] == pytest.approx(growth["val_loss_before"], rel=1e-5), growth
+    shutil.rmtree(tmp_path / "a")  # ~2 GB of checkpoints (100K-vocabulary embeddings and Adam moments)
 
     first = StageRecorder(stop_at=2)
     assert run_stages(_cfg(tmp_path / "b"), train, callbacks=[first]) is None  # killed mid-ramp

@@ -47,10 +47,10 @@ class Recorder(pl.Callback):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_tmp):
     from nemo_flm.training.run import train
 
-    tmp = tmp_path_factory.mktemp("run")
+    tmp = module_tmp
     rec = Recorder()
     cfg = job(
         tmp,

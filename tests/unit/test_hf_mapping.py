@@ -58,12 +58,13 @@ def test_wrong_shapes_are_refused_by_name():
 
 
 def test_config_round_trip_keeps_the_model_shape():
-    cfg = tiny_cfg(position_embedding="rope", use_mup=True, output_mult=2.0, mup_scale_factor=4.0, xpos_gamma=0.5)
+    cfg = tiny_cfg(position_embedding="rope", use_mup=True, output_mult=2.0, mup_base_width=16, xpos_gamma=0.5)
     model = from_hf_config(to_hf_config(cfg, 1024, "fp32"), tp=2, tied=None)
     for key in ("num_layers", "hidden_size", "num_attention_heads", "ffn_hidden_size", "seq_length", "rotary_base"):
         assert model[key] == cfg[key], key
-    for key in ("position_embedding", "xpos_gamma", "use_mup", "output_mult", "mup_scale_factor", "input_mult"):
+    for key in ("position_embedding", "xpos_gamma", "use_mup", "output_mult", "mup_base_width", "input_mult"):
         assert model[key] == cfg[key], key
+    assert model["mup_scale_factor"] == 4.0  # written as FLM's schema has it: width / base width
     assert (model["vocab_size"], model["make_vocab_size_divisible_by"], model["params_dtype"]) == (1024, 128, "fp32")
     assert sizes_of(64, 256, 4, 1024).head_dim == 16
 

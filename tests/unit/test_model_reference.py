@@ -70,7 +70,7 @@ def reference_forward(model, cfg, tokens):
         h = gelu_tanh(h @ w["mlp.linear_fc1.weight"].T + w["mlp.linear_fc1.bias"])
         x = x + h @ w["mlp.linear_fc2.weight"].T + w["mlp.linear_fc2.bias"]
     x = layer_norm(x, sd["decoder.final_layernorm.weight"], sd["decoder.final_layernorm.bias"])
-    scale = cfg.output_mult / cfg.mup_scale_factor if cfg.use_mup else 1.0
+    scale = cfg.output_mult * cfg.mup_base_width / cfg.hidden_size if cfg.use_mup else 1.0  # output_mult / m
     head = sd["embedding.word_embeddings.weight"] if cfg.tie_word_embeddings else sd["output_layer.weight"]
     return x @ head.T * scale
 
@@ -92,7 +92,7 @@ def _make_everything_matter(model):
     [
         {},
         {"position_embedding": "rope"},
-        {"use_mup": True, "input_mult": 1.5, "output_mult": 2.0, "mup_scale_factor": 4.0},
+        {"use_mup": True, "input_mult": 1.5, "output_mult": 2.0, "mup_base_width": 16},
         {"num_layers": 1, "tie_word_embeddings": True},
         {"kv_channels": 8},
     ],

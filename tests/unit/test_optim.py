@@ -11,11 +11,15 @@ from nemo_flm.training.optim import build_optimizer, build_scheduler, clip_grad_
 
 def test_no_weight_decay_on_biases_and_layernorms(build):
     model, cfg = build()
-    decay, no_decay = param_groups(model, 0.1)
+    decay, no_decay, hidden = param_groups(model, 0.1)
     names = {id(p): n for n, p in model.named_parameters()}
-    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
-    assert all(names[id(p)].endswith("weight") and p.ndim == 2 for p in decay["params"])
+    assert [g["name"] for g in (decay, no_decay, hidden)] == ["decay", "no_decay", "hidden"]
+    assert decay["weight_decay"] == hidden["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {names[id(p)] for p in decay["params"]} == {"embedding.word_embeddings.weight", "output_layer.weight"}
+    assert all(names[id(p)].endswith("weight") and p.ndim == 2 for p in hidden["params"])
+    assert len(hidden["params"]) == 4 * cfg.num_layers
     assert all("bias" in names[id(p)] or "layernorm" in names[id(p)] for p in no_decay["params"])
+    assert {g["lr_mult"] for g in (decay, no_decay, hidden)} == {1.0}  # standard parametrization
 
 
 def test_clip_matches_torch(build):
@@ -61,7 +65,8 @@ SCHEDULES = [
 @pytest.mark.parametrize("lr, min_lr, warmup, decay, gbs", SCHEDULES, ids=["16b", "51b", "101b", "small", "no-warmup"])
 def test_schedule_matches_definition_at_every_step(lr, min_lr, warmup, decay, gbs):
     """Drive the real scheduler through its public API over the whole schedule and past its end:
-    every LR of every parameter group equals the definition, including the rounding of samples."""
+    every LR of every parameter group equals the definition times the group's μP multiplier,
+    including the rounding of samples and the floor (min_lr x multiplier)."""
     cfg = load_model_config(
         {
             "global_batch_size": gbs,
@@ -70,7 +75,9 @@ def test_schedule_matches_definition_at_every_step(lr, min_lr, warmup, decay, gb
             "optim": {"lr": lr, "min_lr": min_lr, "lr_warmup_samples": warmup, "lr_decay_samples": decay},
         }
     )
-    optimizer = build_optimizer(torch.nn.Linear(2, 2), cfg.optim)  # two groups: decay and no decay
+    layer = torch.nn.Linear(2, 2)
+    layer.weight.lr_mult = 0.25  # as model/mup.py tags a hidden matrix at m = 4
+    optimizer = build_optimizer(layer, cfg.optim)  # groups: decay (the weight), no decay (the bias), hidden (empty)
     scheduler = build_scheduler(optimizer, cfg.optim, gbs)
     steps = -(-decay // gbs) + 20
     actual = []
@@ -78,8 +85,8 @@ def test_schedule_matches_definition_at_every_step(lr, min_lr, warmup, decay, gb
         actual.append([group["lr"] for group in optimizer.param_groups])
         optimizer.step()
         scheduler.step()
-    expected = [[reference_lr(k, lr, min_lr, warmup, decay, gbs)] * 2 for k in range(steps)]
+    expected = [[reference_lr(k, lr, min_lr, warmup, decay, gbs) * m for m in (0.25, 1.0, 1.0)] for k in range(steps)]
     torch.testing.assert_close(
         torch.tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0.0
     )
-    assert scheduler.get_last_lr() == [min_lr, min_lr]
+    assert scheduler.get_last_lr() == [min_lr * 0.25, min_lr, min_lr]

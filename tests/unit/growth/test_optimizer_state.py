@@ -9,7 +9,13 @@ from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.model.builder import build_model
 from nemo_flm.model.sharding import partition_dims
-from nemo_flm.training.optim import build_optimizer
+from nemo_flm.training.optim import (
+    build_optimizer,
+    optimizer_groups,
+    optimizer_param_names,
+    state_by_index,
+    state_by_name,
+)
 from tests.helpers import tiny_cfg, trained_model
 
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
@@ -59,8 +65,8 @@ def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
 
 def test_mup_output_rescale_moves_output_moments(single_process, tmp_path):
     """W' = r W (r = m_new/m_old = 2) makes the output gradients g / r: moments become m / r, v / r^2."""
-    mup = dict(use_mup=True, output_mult=2.0, mup_scale_factor=2.0)
-    old_cfg, new_cfg = tiny_cfg(**OLD, **mup), tiny_cfg(**{**NEW, **mup, "mup_scale_factor": 4.0})
+    mup = dict(use_mup=True, output_mult=2.0, mup_base_width=OLD["hidden_size"] // 2)  # m = 2, then 4
+    old_cfg, new_cfg = tiny_cfg(**OLD, **mup), tiny_cfg(**NEW, **mup)
     model, opt = trained_model(old_cfg)
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
@@ -69,3 +75,19 @@ def test_mup_output_rescale_moves_output_moments(single_process, tmp_path):
     old_m, old_v = old_state["output_layer.weight"]["exp_avg"], old_state["output_layer.weight"]["exp_avg_sq"]
     torch.testing.assert_close(grown[("exp_avg", "output_layer.weight")][:, :32], old_m / 2, rtol=0, atol=0)
     torch.testing.assert_close(grown[("exp_avg_sq", "output_layer.weight")][:, :32], old_v / 4, rtol=0, atol=0)
+
+
+def test_growth_under_mup_moves_the_hidden_lr_and_a_resume_keeps_the_new_one(single_process):
+    """m = 2 -> 4: the grown model's hidden matrices train at lr / 4 (their group's multiplier
+    comes from the build); an optimizer state saved before the growth, loaded into the grown
+    model's optimizer, is re-based on the new multipliers instead of restoring lr / 2."""
+    mup = dict(use_mup=True, mup_base_width=OLD["hidden_size"] // 2, optim=dict(lr=1e-3))
+    old_cfg, new_cfg = tiny_cfg(**OLD, **mup), tiny_cfg(**NEW, **mup)
+    old_model, new_model = build_model(old_cfg), build_model(new_cfg)
+    old_opt, new_opt = build_optimizer(old_model, old_cfg.optim), build_optimizer(new_model, new_cfg.optim)
+    lrs = {g["name"]: g["lr"] for g in old_opt.param_groups}
+    assert lrs == {"decay": 1e-3, "no_decay": 1e-3, "hidden": 1e-3 / 2}
+    saved = state_by_name(old_opt.state_dict(), optimizer_param_names(old_model))
+    new_opt.load_state_dict(state_by_index(saved, optimizer_param_names(new_model), optimizer_groups(new_model)))
+    lrs = {g["name"]: (g["lr"], g["lr_mult"]) for g in new_opt.param_groups}
+    assert lrs == {"decay": (1e-3, 1.0), "no_decay": (1e-3, 1.0), "hidden": (1e-3 / 4, 0.25)}
