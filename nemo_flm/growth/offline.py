@@ -25,6 +25,7 @@ from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
 from nemo_flm.growth.plan import GrowthPlan, make_plan
+from nemo_flm.model import mup
 from nemo_flm.model.sharding import partition_dims
 from nemo_flm.model.skeleton import full_shape, skeleton
 
@@ -75,7 +76,7 @@ def grow_checkpoint(
         ckpt = read_checkpoint(src, workdir)
         plan = make_plan(ckpt.config, new_cfg, depth_mode)
         std = init_std if init_std is not None else new_cfg.init_method_std
-        fill = default_fill(std, torch.Generator().manual_seed(seed))
+        fill = default_fill(std, torch.Generator().manual_seed(seed), mup.width_mult(new_cfg))
         moments = iter_grown_moments(ckpt.moments, plan) if ckpt.moments else iter(())
         write_grown_checkpoint(
             out,

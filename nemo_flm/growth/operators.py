@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from nemo_flm.growth.plan import GrowthPlan
+from nemo_flm.model import mup
 from nemo_flm.model.layout import AXES, Sizes, axis_shape, split_layer, tensor_shape
 
 OUTPUT = "output_layer.weight"
@@ -44,15 +45,18 @@ def grow_tensor(old: Tensor, axes: Tuple[str, ...], plan: GrowthPlan, new: Tenso
     return new
 
 
-def default_fill(std: float, generator: Optional[torch.Generator] = None) -> Fill:
-    """MSG's initialisation of new entries: N(0, std) matrices, zero biases, LayerNorm (1, 0)."""
+def default_fill(std: float, generator: Optional[torch.Generator] = None, width_mult: float = 1.0) -> Fill:
+    """MSG's initialisation of new entries: N(0, std) matrices, zero biases, LayerNorm (1, 0).
+    Under μP (`width_mult` = the grown model's m) new entries of hidden matrices get std / sqrt(m),
+    as a model built at the new width would (model/mup.py)."""
 
     def fill(name: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:
         if "layernorm" in name and name.endswith("weight"):
             return torch.ones(shape, dtype=dtype)
         if len(shape) == 1:
             return torch.zeros(shape, dtype=dtype)
-        return (torch.randn(shape, generator=generator, dtype=torch.float32) * std).to(dtype)
+        scale = std * width_mult**-0.5 if mup.is_hidden_matrix(name) else std
+        return (torch.randn(shape, generator=generator, dtype=torch.float32) * scale).to(dtype)
 
     return fill
 

@@ -25,11 +25,13 @@ def test_model_is_built_on_the_gpu_and_matches_cpu_logits(single_process):
     torch.testing.assert_close(on_gpu, on_cpu, rtol=1e-4, atol=1e-4)
 
 
-def test_megatron_engine_on_the_gpu_follows_the_local_engine_and_lowers_the_loss(single_process):
+@pytest.mark.parametrize("mup", [{}, dict(use_mup=True, mup_base_width=16)], ids=["standard", "mup"])
+def test_megatron_engine_on_the_gpu_follows_the_local_engine_and_lowers_the_loss(single_process, mup):
+    """With μP the distributed optimizer's groups carry the hidden matrices' LR / m (m = 4)."""
     from nemo_flm.training.local_engine import LocalEngine
     from nemo_flm.training.megatron_engine import MegatronEngine
 
-    cfg = tiny_cfg(optim=dict(eps=1e-5))
+    cfg = tiny_cfg(optim=dict(eps=1e-5), **mup)
     tokens = torch.randint(0, cfg.vocab_size, (4, cfg.seq_length + 1), device="cuda")
     batch = {
         "tokens": tokens[:, :-1],
@@ -49,8 +51,9 @@ def test_megatron_engine_on_the_gpu_follows_the_local_engine_and_lowers_the_loss
         runs.append([engine.train_step(batch)[0] for _ in range(5)])
     local, megatron = runs
     assert megatron == pytest.approx(local, rel=1e-4), (local, megatron)
-    # Measured on an H200: 6.94 -> 6.44 over these 5 steps.
-    assert all(b < a for a, b in zip(megatron, megatron[1:])) and megatron[-1] < megatron[0] - 0.3, megatron
+    assert all(b < a for a, b in zip(megatron, megatron[1:])), megatron
+    if not mup:  # measured on an H200: 6.94 -> 6.44 over these 5 steps
+        assert megatron[-1] < megatron[0] - 0.3, megatron
 
 
 def test_masked_layernorm_statistics_are_fp32_on_the_gpu(single_process):

@@ -20,6 +20,7 @@ from nemo_flm.checkpoint.shards import MODEL  # noqa: E402
 from nemo_flm.config import ffn_size, head_dim, padded_vocab_size  # noqa: E402
 from nemo_flm.hf.export import export_to_hf  # noqa: E402
 from nemo_flm.hf.importer import import_from_hf  # noqa: E402
+from nemo_flm.model.mup import width_mult  # noqa: E402
 from tests.helpers import perturbed, tiny_cfg  # noqa: E402
 
 SCRIPTS = Path(__file__).parents[2] / "scripts"
@@ -68,11 +69,12 @@ def shape_keys(cfg):
         ffn=ffn_size(cfg),
         seq=cfg.seq_length,
         vocab=padded_vocab_size(cfg),
+        width_mult=width_mult(cfg),  # μP's m, derived (the export writes it as mup_scale_factor)
         **{
             k: cfg[k]
             for k in (
                 "layernorm_epsilon tie_word_embeddings position_embedding rotary_base xpos_gamma xpos_scale_base "
-                "use_mup input_mult output_mult mup_scale_factor mup_base_width params_dtype init_method_std"
+                "use_mup input_mult output_mult mup_base_width params_dtype init_method_std"
             ).split()
         },
     )

@@ -1,5 +1,7 @@
-"""TP=2 on CPU (two gloo processes) gives the TP=1 logits, loss and gradient norm."""
+"""TP=2 on CPU (two gloo processes) gives the TP=1 logits, loss and gradient norm, of freshly
+built models: with μP too (init of each shard, logit scale, and each rank's LR groups)."""
 
+import pytest
 import torch
 
 from tests.helpers import end_ranks, gather_vocab, run_ranks, tiny_cfg
@@ -37,20 +39,28 @@ def _forward_backward(cfg):
 
 def _rank(rank, overrides, out_path):
     from nemo_flm import parallel
+    from nemo_flm.model.builder import build_model
+    from nemo_flm.training.optim import param_groups
 
     cfg = tiny_cfg(**overrides)
     parallel.initialize(cfg.parallel, cfg.seed)
     logits, loss, norm = _forward_backward(cfg)
-    if rank == 0:
-        torch.save({"logits": logits, "loss": loss, "norm": norm}, out_path)
+    mults = {g["name"]: g["lr_mult"] for g in param_groups(build_model(cfg), 0.0)}
+    torch.save({"logits": logits, "loss": loss, "norm": norm, "mults": mults}, f"{out_path}.{rank}")
     end_ranks()
 
 
-def test_tp2_matches_tp1(single_process, tmp_path):
+MUP = dict(use_mup=True, mup_base_width=16, output_mult=2.0)  # m = 4
+
+
+@pytest.mark.parametrize("overrides", [{}, MUP], ids=["standard", "mup"])
+def test_tp2_matches_tp1(single_process, tmp_path, overrides):
     par = {"tensor_model_parallel_size": 2}
-    run_ranks(2, _rank, {"parallel": par, "seq_length": SEQ}, str(tmp_path / "tp2.pt"))
-    tp2 = torch.load(tmp_path / "tp2.pt")
-    logits, loss, norm = _forward_backward(tiny_cfg(seq_length=SEQ))
+    run_ranks(2, _rank, {**overrides, "parallel": par, "seq_length": SEQ}, str(tmp_path / "tp2.pt"))
+    tp2, other = torch.load(tmp_path / "tp2.pt.0"), torch.load(tmp_path / "tp2.pt.1")
+    hidden = 0.25 if overrides else 1.0
+    assert tp2["mults"] == other["mults"] == {"decay": 1.0, "no_decay": 1.0, "hidden": hidden}
+    logits, loss, norm = _forward_backward(tiny_cfg(**overrides, seq_length=SEQ))
     torch.testing.assert_close(tp2["logits"], logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tp2["loss"], loss, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(tp2["norm"], norm, rtol=1e-5, atol=1e-6)

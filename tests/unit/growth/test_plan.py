@@ -1,6 +1,7 @@
 """Growth plans: what grows, where new layers go, and one-line refusals."""
 
 import pytest
+import torch
 
 from nemo_flm.config import ConfigError
 from nemo_flm.growth.plan import _layer_sources, make_plan
@@ -51,3 +52,20 @@ def test_refusals_are_one_line(new, message):
 def test_unknown_depth_mode():
     with pytest.raises(ConfigError, match="depth_mode must be one of"):
         make_plan(tiny_cfg(**OLD), tiny_cfg(**OLD), "sideways")
+
+
+def test_new_entries_of_hidden_matrices_start_at_the_grown_widths_mup_std():
+    """default_fill at m = 4: hidden matrices N(0, (0.02 / 2)^2), embeddings N(0, 0.02^2), as a
+    model built at that width would start (model/mup.py); standard parametrization: 0.02 for all."""
+    from nemo_flm.growth.operators import default_fill
+
+    shape = torch.Size([512, 512])
+    for width_mult, hidden_std in ((4.0, 0.01), (1.0, 0.02)):
+        fill = default_fill(0.02, torch.Generator().manual_seed(0), width_mult)
+        for name, want in (
+            ("decoder.layers.3.mlp.linear_fc1.weight", hidden_std),
+            ("decoder.layers.0.self_attention.linear_proj.weight", hidden_std),
+            ("embedding.word_embeddings.weight", 0.02),
+            ("output_layer.weight", 0.02),
+        ):
+            assert fill(name, shape, torch.float32).std().item() == pytest.approx(want, rel=0.02), name
