@@ -47,8 +47,9 @@ def grow_tensor(old: Tensor, axes: Tuple[str, ...], plan: GrowthPlan, new: Tenso
 
 def default_fill(std: float, generator: Optional[torch.Generator] = None, width_mult: float = 1.0) -> Fill:
     """MSG's initialisation of new entries: N(0, std) matrices, zero biases, LayerNorm (1, 0).
-    Under μP (`width_mult` = the grown model's m) new entries of hidden matrices get std / sqrt(m),
-    as a model built at the new width would (model/mup.py)."""
+    Under μP (`width_mult` = the grown model's m) new entries of hidden matrices get std / sqrt(m)
+    (model/mup.py's width scaling; like every new matrix entry here, without megatron's extra
+    1/sqrt(2L) on the residual outputs)."""
 
     def fill(name: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:
         if "layernorm" in name and name.endswith("weight"):
@@ -95,7 +96,6 @@ def _grow_entry(name: str, local: str, value, plan: GrowthPlan, fill: Fill):
         return value
     axes = AXES[local]
     vocab = value.shape[0] if axes[0] == "vocab" else 0
-    new = grow_tensor(value, axes, plan, fill(name, _new_shape(axes, plan, vocab), value.dtype))
     if name == OUTPUT and plan.output_rescale != 1.0:
-        new = new * plan.output_rescale  # muP: keeps output_mult / m x W unchanged
-    return new
+        value = value * plan.output_rescale  # muP: keeps output_mult / m x W; new columns keep the base init
+    return grow_tensor(value, axes, plan, fill(name, _new_shape(axes, plan, vocab), value.dtype))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, List
 
 from nemo_flm.config import ConfigError, ffn_size, head_dim
-from nemo_flm.model.mup import logit_scale
+from nemo_flm.model.mup import logit_scale, softmax_scale
 
 DEPTH_MODES = ("stack", "interleave", "random")
 
@@ -56,6 +56,11 @@ def _layer_sources(old_layers: int, new_layers: int, mode: str) -> tuple[list, l
     return source, added
 
 
+def attention_scale(cfg: Any) -> float:
+    """The scores' factor: μP's sqrt(base) / d_head, or 1/sqrt(d_head)."""
+    return softmax_scale(cfg) or head_dim(cfg) ** -0.5
+
+
 def make_plan(old: Any, new: Any, depth_mode: str = "stack") -> GrowthPlan:
     """The plan growing model config `old` into `new`; one-line ConfigError when it cannot."""
     if depth_mode not in DEPTH_MODES:
@@ -75,9 +80,14 @@ def make_plan(old: Any, new: Any, depth_mode: str = "stack") -> GrowthPlan:
     for name, (a, b) in pairs.items():
         if b < a:
             raise ConfigError(f"{name} shrinks {a} -> {b}: growth only adds; start from a smaller checkpoint")
-    for key in ("vocab_size", "seq_length", "position_embedding", "tie_word_embeddings"):
+    for key in ("vocab_size", "seq_length", "position_embedding", "tie_word_embeddings", "use_mup", "input_mult"):
         if old[key] != new[key]:
             raise ConfigError(f"{key} differs ({old[key]} -> {new[key]}): growth keeps it; use the checkpoint's value")
+    if attention_scale(old) != attention_scale(new):
+        raise ConfigError(
+            f"mup_base_head_dim changes the attention scale ({old.mup_base_head_dim} -> {new.mup_base_head_dim}): "
+            "growth keeps it; use the checkpoint's value"
+        )
     output_rescale = logit_scale(old) / logit_scale(new)
     if output_rescale != 1.0 and new.tie_word_embeddings:
         raise ConfigError(

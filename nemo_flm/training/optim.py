@@ -125,6 +125,14 @@ class GroupCosineAnnealing(CosineAnnealing):
     def get_lr(self) -> List[float]:
         return [lr * group.get("lr_mult", 1.0) for lr, group in zip(super().get_lr(), self.optimizer.param_groups)]
 
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Every group runs the one configured schedule, so a state saved over other groups (two
+        before roles; megatron's groups, which the other engine does not have) fits these: its base
+        LR for each, and the last LRs that the loaded optimizer groups hold (state_by_index)."""
+        base = [state_dict["base_lrs"][0]] * len(self.optimizer.param_groups)
+        super().load_state_dict({**state_dict, "base_lrs": base})
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
 
 def build_scheduler(optimizer: torch.optim.Optimizer, optim: Any, global_batch_size: int) -> CosineAnnealing:
     """Linear warmup, cosine decay to min_lr over lr_decay_samples, then min_lr (NeMo's scheduler),

@@ -4,9 +4,10 @@ import math
 
 import pytest
 import torch
+from nemo.core.optim.lr_scheduler import CosineAnnealing
 
 from nemo_flm.config import load_model_config
-from nemo_flm.training.optim import build_optimizer, build_scheduler, clip_grad_norm, param_groups
+from nemo_flm.training.optim import build_optimizer, build_scheduler, clip_grad_norm, param_groups, schedule_steps
 
 
 def test_no_weight_decay_on_biases_and_layernorms(build):
@@ -90,3 +91,25 @@ def test_schedule_matches_definition_at_every_step(lr, min_lr, warmup, decay, gb
         torch.tensor(actual, dtype=torch.float64), torch.tensor(expected, dtype=torch.float64), rtol=1e-12, atol=0.0
     )
     assert scheduler.get_last_lr() == [min_lr * 0.25, min_lr, min_lr]
+
+
+def test_a_scheduler_saved_over_other_groups_resumes_on_these():
+    """A checkpoint from before role groups (two groups) or from the other engine (megatron's
+    groups) holds a scheduler state over other groups: it resumes the same schedule here, each
+    group at its multiple (the review's crash: zip() argument 2 is shorter than argument 1)."""
+    optim = {"lr": 1e-3, "min_lr": 1e-4, "lr_warmup_samples": 10, "lr_decay_samples": 50}
+    cfg = load_model_config({"global_batch_size": 4, "micro_batch_size": 1, "parallel": {}, "optim": optim})
+    two = torch.optim.AdamW([{"params": [torch.nn.Parameter(torch.zeros(2))]} for _ in range(2)], lr=cfg.optim.lr)
+    saved = CosineAnnealing(two, min_lr=cfg.optim.min_lr, **schedule_steps(cfg.optim, 4))
+    for _ in range(5):
+        two.step()
+        saved.step()
+    layer = torch.nn.Linear(2, 2)
+    layer.weight.lr_mult = 0.25
+    optimizer = build_optimizer(layer, cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, 4)
+    scheduler.load_state_dict(saved.state_dict())
+    optimizer.step()
+    scheduler.step()
+    want = reference_lr(6, 1e-3, 1e-4, 10, 50, 4)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([want * 0.25, want, want], rel=1e-12)

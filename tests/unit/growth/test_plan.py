@@ -1,5 +1,7 @@
 """Growth plans: what grows, where new layers go, and one-line refusals."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -41,11 +43,15 @@ def test_depth_modes(mode, source, added):
         (dict(OLD, hidden_size=64, kv_channels=32), "head dim changes 16 -> 32"),
         (dict(OLD, vocab_size=2000), "vocab_size differs"),
         (dict(OLD, position_embedding="rope"), "position_embedding differs"),
+        (dict(OLD, use_mup=True), "use_mup differs"),
+        (dict(OLD, input_mult=2.0), "input_mult differs"),
+        (dict(OLD, use_mup=True, mup_base_width=8, mup_base_head_dim=8), "mup_base_head_dim changes the attention"),
     ],
 )
 def test_refusals_are_one_line(new, message):
+    old = dict(OLD, use_mup=True, mup_base_width=8) if "mup_base_head_dim" in new else OLD
     with pytest.raises(ConfigError) as err:
-        make_plan(tiny_cfg(**OLD), tiny_cfg(**new))
+        make_plan(tiny_cfg(**old), tiny_cfg(**new))
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -69,3 +75,20 @@ def test_new_entries_of_hidden_matrices_start_at_the_grown_widths_mup_std():
             ("output_layer.weight", 0.02),
         ):
             assert fill(name, shape, torch.float32).std().item() == pytest.approx(want, rel=0.02), name
+
+
+def test_mup_output_rescale_leaves_new_output_columns_at_the_base_init():
+    """m = 2 -> 4 halves the logit multiplier: the old block of the output layer doubles (logits
+    kept) while its new columns are drawn at the base std, not at twice it."""
+    from nemo_flm.growth.operators import OUTPUT, default_fill, iter_grown
+
+    mup = dict(use_mup=True, mup_base_width=16)
+    old_cfg, new_cfg = tiny_cfg(**OLD, **mup), tiny_cfg(**dict(OLD, hidden_size=64, num_attention_heads=4), **mup)
+    plan = make_plan(old_cfg, new_cfg)
+    assert plan.output_rescale == 2.0
+    old = torch.randn(1024, 32)
+    fill = default_fill(0.05, torch.Generator().manual_seed(0), width_mult=4.0)
+    no_layers = dataclasses.replace(plan, source=[], new_layers=[])  # only the output layer here
+    grown = dict(iter_grown({OUTPUT: old}, no_layers, fill))[OUTPUT]
+    assert torch.equal(grown[:, :32], old * 2.0)
+    assert grown[:, 32:].std().item() == pytest.approx(0.05, rel=0.03)
