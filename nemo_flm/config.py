@@ -162,6 +162,9 @@ class StageConfig:
     max_steps: Optional[int] = None  # null: the job's trainer.max_steps (e.g. from train_tokens)
     train_tokens: Optional[float] = None  # this stage's token budget (the job's train_tokens)
     model: Dict[str, Any] = field(default_factory=dict)  # overrides of the job's model section
+    # the loss a growth plan predicted for the end of this stage (scripts/plan_growth.py); the growth
+    # report shows it beside the realised loss
+    predicted_loss: Optional[float] = None
 
 
 @dataclass

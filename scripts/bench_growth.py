@@ -4,7 +4,9 @@ For each seed: the staged tiny run (conf/flm_tiny_growth.yaml: stage1 -> grow ->
 -> stage3) and the final stage's model (flm_tiny's shape) trained from scratch for the same
 training FLOPs (lm_head included). Prints, per seed and over seeds, the fraction of the
 from-scratch FLOPs the grown run needs to reach the from-scratch final loss (train loss,
-10-point moving average), and plots loss vs FLOPs:
+10-point moving average), and plots loss vs FLOPs. bench_growth.json also records each stage's
+size, FLOPs per token and tokens, from which scripts/plan_growth.py --eta-from-bench derives the
+growth efficiency:
 
     python scripts/bench_growth.py [--seeds 1 2] [--out bench_growth]
 """
@@ -12,6 +14,7 @@ from-scratch FLOPs the grown run needs to reach the from-scratch final loss (tra
 import argparse
 import json
 import os
+from dataclasses import asdict
 
 import numpy as np
 from hydra import compose, initialize_config_dir
@@ -19,6 +22,7 @@ from hydra import compose, initialize_config_dir
 from nemo_flm.config import load_model_config, load_shape_config, register_schema
 from nemo_flm.growth.report import curve
 from nemo_flm.growth.staged import run_stages, stage_dir, stage_job
+from nemo_flm.scaling.growth_run import stage_of
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.run import train
 
@@ -44,7 +48,13 @@ def _grown(out, seed):
     jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
     data = curve([stage_dir(j) for j in jobs], [load_shape_config(j.model) for j in jobs])
     data["growth_flops"] = [s["end_flops"] for s in data["stages"][:-1]]
+    data["plan"] = [_stage_record(load_shape_config(j.model), j.trainer.max_steps) for j in jobs]
     return data
+
+
+def _stage_record(model, steps):
+    """A run's size, FLOPs per token and tokens, for the growth-efficiency fit (scaling/growth_efficiency.py)."""
+    return asdict(stage_of(model, steps * model.global_batch_size * model.seq_length))
 
 
 def _scratch(out, seed, flops_budget):
@@ -65,7 +75,9 @@ def _scratch(out, seed, flops_budget):
         ],
     )
     train(cfg)
-    return curve([os.path.join(out, f"scratch_s{seed}", cfg.name)], [load_model_config(cfg.model)])
+    data = curve([os.path.join(out, f"scratch_s{seed}", cfg.name)], [load_model_config(cfg.model)])
+    data["plan"] = _stage_record(model, steps)
+    return data
 
 
 def _fraction(grown, scratch):
@@ -124,9 +136,16 @@ def main():
             f"FLOPs fraction over {len(fractions)}/{len(results)} seeds: mean {np.mean(fractions):.3f}, "
             f"min {min(fractions):.3f}, max {max(fractions):.3f}"
         )
+    last = results[args.seeds[-1]]
     with open(os.path.join(out, "bench_growth.json"), "w") as handle:
         json.dump(
-            {str(k): {"target_loss": v["target_loss"], "fraction": v["fraction"]} for k, v in results.items()},
+            {
+                "seeds": {
+                    str(k): {"target_loss": v["target_loss"], "fraction": v["fraction"]} for k, v in results.items()
+                },
+                "stages": last["grown"]["plan"],
+                "scratch": last["scratch"]["plan"],
+            },
             handle,
             indent=1,
         )

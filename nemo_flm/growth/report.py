@@ -9,14 +9,17 @@ but on consecutive batches: they differ by batch noise of a few tenths). Validat
 same samples: the ending stage's validation at its final step, and the grown model's validation
 before its first step (`val_loss_after_growth`, run by training/run.py); these agree to float
 rounding when growth preserved the function, and are null when the stage did not validate at its
-final step (make trainer.val_check_interval divide max_steps).
+final step (make trainer.val_check_interval divide max_steps). A stage planned by
+scripts/plan_growth.py carries the loss the plan predicted for its end (`predicted_loss`) beside
+the realised ones: the validation loss at its final step (the law is fit to validation losses) and
+its last train loss; the PNG marks the predictions at each stage's end.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional, Sequence
 
 from nemo_flm.atomic import atomic_output
 from nemo_flm.config import load_shape_config
@@ -62,9 +65,20 @@ def _final_val_loss(train: List[tuple], val: List[tuple]):
     return val[-1][1] if train and val and val[-1][0] == train[-1][0] else None
 
 
-def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> str:
-    """Write growth_report.json/.png in out_dir; returns the JSON path."""
+def _predictions(data: Dict[str, Any], key: str) -> Dict[str, tuple]:
+    """The plan's predicted loss at each planned stage's end, as a curve (none without a plan)."""
+    points = [(s["end_" + key], s["predicted_loss"]) for s in data["stages"] if s["predicted_loss"] is not None]
+    return {"predicted (stage end)": tuple(zip(*points))} if points else {}
+
+
+def write_report(
+    out_dir: str, stage_dirs: List[str], model_cfgs: List[Any], predicted: Optional[Sequence[Optional[float]]] = None
+) -> str:
+    """Write growth_report.json/.png in out_dir; returns the JSON path. `predicted`: the plan's loss
+    per stage (None where a stage has none)."""
     data = curve(stage_dirs, [load_shape_config(c) for c in model_cfgs])
+    for stage, loss in zip(data["stages"], predicted or [None] * len(data["stages"])):
+        stage["predicted_loss"] = loss
     data["growths"] = [
         {
             "at_tokens": a["end_tokens"],
@@ -81,7 +95,7 @@ def write_report(out_dir: str, stage_dirs: List[str], model_cfgs: List[Any]) -> 
             f"loss vs {label} (dashed: growth)",
             label,
             "train loss",
-            {"train": (data[key], data["loss"])},
+            {"train": (data[key], data["loss"]), **_predictions(data, key)},
             [g["at_" + key] for g in data["growths"]],
         )
         for key, label in (("tokens", "tokens"), ("flops", "training FLOPs"))

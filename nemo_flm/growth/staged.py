@@ -137,5 +137,10 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
             return nemos  # the launcher's job for this stage ends here; the next job continues
     if parallel.is_rank_zero():
         jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
-        write_report(jobs[0].exp_manager.exp_dir, [stage_dir(j) for j in jobs], [j.model for j in jobs])
+        write_report(
+            jobs[0].exp_manager.exp_dir,
+            [stage_dir(j) for j in jobs],
+            [j.model for j in jobs],
+            [stage.predicted_loss for stage in cfg.stages],
+        )
     return nemos

@@ -26,6 +26,8 @@ SKIP = {  # command prefix -> why it does not run here
     "torchrun": "needs several processes (tests/integration/test_parallel_training.py runs them)",
     "python scripts/launch.py launcher/flm_101b_growth --mode sbatch": "needs a SLURM cluster (sbatch)",
     "python scripts/launch.py launcher/flm_16b --mode local": "needs 8 GPUs (the stage configs train on them)",
+    "python scripts/train.py --config-dir plans": "trains a plan's hundreds of steps per stage; "
+    "tests/integration/test_plan_growth.py trains a planned YAML end to end",
 }
 SMALL = [  # appended to every training command: a few steps instead of hundreds
     "trainer.max_steps=4",

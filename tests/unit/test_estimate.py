@@ -30,6 +30,17 @@ def test_parameters_per_gpu_at_tp1_pp1_is_the_models_size(build):
     assert params_per_gpu(cfg, 1, 1) == sum(p.numel() for p in model.parameters())
 
 
+def test_non_embedding_parameters_of_a_built_model(build):
+    """N of the scaling laws: everything but the input and output embeddings (final LayerNorm in)."""
+    from nemo_flm.config import padded_vocab_size
+    from nemo_flm.estimate import non_embedding_params
+
+    model, cfg = build(num_layers=3, ffn_hidden_size=160)
+    embeddings = model.embedding.word_embeddings.weight.numel() + model.output_layer.weight.numel()
+    assert embeddings == 2 * padded_vocab_size(cfg) * cfg.hidden_size
+    assert non_embedding_params(cfg) == sum(p.numel() for p in model.parameters()) - embeddings
+
+
 def test_flm_layouts_fit_80gb_only_with_the_distributed_optimizer():
     from nemo_flm.config import load_model_config
     from nemo_flm.estimate import estimate
