@@ -57,6 +57,12 @@ def params_per_gpu(cfg: Any, tp: int, pp: int) -> int:
     return layers + (embedding + output if pp == 1 else max(embedding, output))
 
 
+def non_embedding_params(cfg: Any) -> int:
+    """The model's parameters without the input and output embeddings (blocks and final LayerNorm):
+    the N of the scaling laws (docs/flm_facts.md §6), counted as params_per_gpu counts the whole model."""
+    return params_per_gpu(cfg, 1, 1) - 2 * padded_vocab_size(cfg) * cfg.hidden_size
+
+
 def activation_bytes(cfg: Any, lay: Layout, recompute: bool) -> float:
     """Activations of the first pipeline stage (or of the only one), plus the logits."""
     s, b, h, t = cfg.seq_length, cfg.micro_batch_size, cfg.hidden_size, lay.tp
