@@ -21,6 +21,7 @@ from nemo_flm.atomic import atomic_output
 from nemo_flm.errors import ConfigError
 from nemo_flm.scaling.proxies import Proxy
 from nemo_flm.scaling.size_law import LAW, SizeLawFit, fit_size_law
+from nemo_flm.training.curves import save_figure
 
 
 def _relative(predicted: float, actual: float) -> float:
@@ -134,11 +135,7 @@ def plot_prediction(path: str, prediction: Dict[str, Any]) -> str:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels at the decades only
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _plot_budget(axes, b: Dict[str, Any]) -> None:
