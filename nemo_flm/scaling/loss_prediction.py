@@ -131,9 +131,11 @@ def plot_prediction(path: str, prediction: Dict[str, Any]) -> str:
         _plot_budget(axes, b)
     axes[0].set(title="μP proxies: fit and held out", xlabel="non-embedding parameters N", ylabel="validation loss")
     axes[1].set(title="extrapolated to the targets (±1σ)", xlabel="non-embedding parameters N", ylabel="loss")
-    for ax in axes:
+    for ax, subs in zip(axes, [(1.0, 2.0, 5.0), (1.0,)]):  # the proxies span ~2 decades, the targets ~7
         ax.set_xscale("log")
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # labels at the decades only
+        ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=subs))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter())  # 20 k, 1 M, 100 G
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
     return save_figure(fig, path)
 
