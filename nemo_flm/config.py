@@ -222,7 +222,8 @@ def register_schema() -> None:
     ConfigStore.instance().store(name=JOB_SCHEMA, node=JobConfig)
 
 
-def _schema_merge(schema: Any, cfg: Any, what: str) -> DictConfig:
+def schema_merge(schema: Any, cfg: Any, what: str) -> DictConfig:
+    """`cfg` merged into the dataclass `schema`; an unknown key or a wrong type in one line."""
     try:
         if isinstance(cfg, DictConfig):  # resolved in its job, where `${train_tokens}` lives
             cfg = OmegaConf.to_container(cfg, resolve=True)
@@ -230,12 +231,13 @@ def _schema_merge(schema: Any, cfg: Any, what: str) -> DictConfig:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
         msg = str(err).splitlines()[0]
-        raise ConfigError(f"{what} key '{key}': {msg} (see nemo_flm/config.py for the schema)") from None
+        where = schema.__module__.replace(".", "/") + ".py"
+        raise ConfigError(f"{what} key '{key}': {msg} (see {where} for the schema)") from None
 
 
 def load_model_config(cfg: Any) -> DictConfig:
     """Merge a `model:` section into the schema and validate it; returns a typed DictConfig."""
-    merged = _schema_merge(ModelConfig, cfg, "model")
+    merged = schema_merge(ModelConfig, cfg, "model")
     validate(merged)
     return merged
 

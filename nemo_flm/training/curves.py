@@ -12,7 +12,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple
 
 from nemo_flm.atomic import atomic_output
 
@@ -62,6 +62,14 @@ def save_panels(path: str, panels: List[Panel]) -> str:
         ax.set(title=panel.title, xlabel=panel.xlabel, ylabel=panel.ylabel)
         if len(panel.curves) > 1:
             ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Any, path: str) -> str:
+    """Lay out a matplotlib figure, write it as the PNG `path` under a temporary name, close it;
+    returns the path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     with atomic_output(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

@@ -156,7 +156,7 @@ def _draw_curves(log_dir: str, tags: List[str]) -> Optional[str]:
     return save_panels(os.path.join(log_dir, CURVES), [Panel("train and validation loss", "step", curves=curves)])
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
@@ -168,7 +168,7 @@ def summary_lines(s: RunSummary) -> List[str]:
     if "all" in s.val_loss:
         losses += f"; validation loss {s.val_loss['all']:.3f}" + (f" ({val})" if val else "")
     return [
-        f"done: step {s.steps}, {s.tokens:,} tokens seen, {_duration(s.wall_s)} wall time",
+        f"done: step {s.steps}, {s.tokens:,} tokens seen, {duration(s.wall_s)} wall time",
         f"  {losses}",
         f"  .nemo:        {s.nemo or '(none written)'}",
         f"  checkpoint:   {s.checkpoint or '(none written)'}",
