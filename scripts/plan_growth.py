@@ -27,12 +27,13 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.errors import HydraException  # noqa: E402
 
 from nemo_flm.config import ConfigError, load_shape_config, register_schema  # noqa: E402
-from nemo_flm.scaling.compute_law import ComputeLaw, fit_compute_law, read_law, read_proxies, write_law  # noqa: E402
+from nemo_flm.scaling.compute_law import ComputeLaw, fit_compute_law, read_law, write_law  # noqa: E402
 from nemo_flm.scaling.flm_check import flm_report, flm_saving  # noqa: E402
 from nemo_flm.scaling.growth_efficiency import eta_from_bench  # noqa: E402
 from nemo_flm.scaling.growth_run import check_eta  # noqa: E402
 from nemo_flm.scaling.plan_output import check_plan_runs, plan_body, plan_table, write_plan  # noqa: E402
 from nemo_flm.scaling.planner import Schedule, budget_flops, check_request, plan_growth  # noqa: E402
+from nemo_flm.scaling.proxies import read_proxies  # noqa: E402
 
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 FLM_STAGES = ("flm_16b", "flm_51b", "flm_101b")
@@ -92,7 +93,7 @@ def law_of(args: argparse.Namespace) -> ComputeLaw:
     if args.law:
         return read_law(args.law)
     proxies = read_proxies(args.proxies)
-    columns = [[p[k] for p in proxies] for k in ("name", "non_embedding_params", "tokens", "val_loss")]
+    columns = [[getattr(p, k) for p in proxies] for k in ("name", "non_embedding_params", "tokens", "val_loss")]
     return fit_compute_law(*columns, beta=args.beta)
 
 

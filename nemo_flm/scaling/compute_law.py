@@ -29,7 +29,6 @@ from nemo_flm.errors import ConfigError
 
 PARAMS = ("E", "A", "alpha", "B", "beta")
 HUBER_DELTA = 1e-3  # Chinchilla's approach 3, on log-loss residuals
-PROXY_KEYS = ("name", "non_embedding_params", "tokens", "val_loss")
 
 
 @dataclass(frozen=True)
@@ -82,19 +81,6 @@ def read_law(path: str) -> ComputeLaw:
 def write_law(law: ComputeLaw, path: str) -> None:
     with atomic_output(path) as tmp, open(tmp, "w") as handle:
         json.dump(asdict(law), handle, indent=1)
-
-
-def read_proxies(path: str) -> List[Dict[str, Any]]:
-    """The proxy runs of a proxies.json ({"proxies": [{name, non_embedding_params, tokens, val_loss, ...}]})."""
-    with open(path) as handle:
-        proxies = json.load(handle).get("proxies")
-    if not isinstance(proxies, list):
-        raise ConfigError(f"{path} has no 'proxies' list: write it with the proxy sweep (scripts/predict_loss.py)")
-    for index, proxy in enumerate(proxies):
-        missing = [k for k in PROXY_KEYS if k not in proxy]
-        if missing:
-            raise ConfigError(f"{path}: proxy {index} lacks {missing}: every proxy needs {list(PROXY_KEYS)}")
-    return proxies
 
 
 def check_points(names: Sequence[str], n: np.ndarray, d: np.ndarray, loss: np.ndarray, beta: Optional[float]) -> None:

@@ -74,7 +74,7 @@ GRID = [(f"p{i}", 1e5 * (i % 3 + 1), 1e3 * (i // 3 + 1), float("nan")) for i in 
     "proxies, args, message",
     [
         ([("a", 1e5, 1e3, 5.0)], PLAN, ">= 3 distinct sizes"),
-        (GRID, PLAN, "proxy 'p0' has val_loss nan"),
+        (GRID, PLAN, "proxy 0 'val_loss' is nan"),
         (None, ["--eta", "0.8", "--budget-flops", "1e9"], "below the .* the final shape needs"),
         (None, ["--eta", "2", "--budget-flops", "1e20"], "eta must be in"),
         (None, ["--eta", "0.8", "--gpu-hours", "10"], "--gpu-hours needs --mfu"),
@@ -86,7 +86,11 @@ def test_bad_inputs_stop_before_writing(tmp_path, monkeypatch, capsys, proxies, 
         (tmp_path / "law.json").write_text(json.dumps(LAW))
         source = ["--law", str(tmp_path / "law.json")]
     else:
-        rows = [{"name": n, "non_embedding_params": p, "tokens": d, "val_loss": v} for n, p, d, v in proxies]
+        shape = {"hidden_size": 64, "num_attention_heads": 4, "num_layers": 2, "train_flops": 1.0, "log_dir": "runs"}
+        rows = [
+            {"name": n, "non_embedding_params": int(p), "tokens": int(d), "val_loss": v, **shape}
+            for n, p, d, v in proxies
+        ]
         (tmp_path / "proxies.json").write_text(json.dumps({"proxies": rows}))
         source = ["--proxies", str(tmp_path / "proxies.json")]
     out = tmp_path / "plan.yaml"

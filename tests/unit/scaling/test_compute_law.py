@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nemo_flm.config import ConfigError
-from nemo_flm.scaling.compute_law import ComputeLaw, fit_compute_law, read_law, read_proxies
+from nemo_flm.scaling.compute_law import ComputeLaw, fit_compute_law, read_law
 
 TRUE = {"E": 1.8, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28}  # synthetic, Chinchilla-like
 SIZES, BUDGETS = np.logspace(6, 9, 6), np.array([1e8, 1e9, 1e10])
@@ -75,6 +75,3 @@ def test_bad_files_are_refused(tmp_path):
     one_line_error(r"lacks \['beta'\]", read_law, str(law))
     law.write_text(json.dumps({"E": 1.0, "A": 1.0, "alpha": -0.3, "B": 1.0, "beta": 0.3}))
     one_line_error("alpha = -0.3 is unusable", read_law, str(law))
-    proxies = tmp_path / "proxies.json"
-    proxies.write_text(json.dumps({"proxies": [{"name": "w64", "non_embedding_params": 1, "tokens": 2}]}))
-    one_line_error(r"proxy 0 lacks \['val_loss'\]", read_proxies, str(proxies))
