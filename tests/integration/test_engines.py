@@ -261,11 +261,11 @@ def test_a_tp2_pp2_checkpoint_resumes_at_tp1_and_grows(reference, layouts, tmp_p
         torch.testing.assert_close(weights.read("model", f"model.{name}"), param.detach(), rtol=0, atol=0)
     assert _train(engine, ref["batch"], 0, 1)[0] == pytest.approx(third, rel=1e-5)
 
-    grown_cfg = tiny_cfg(**{**SHAPE, "hidden_size": 128, "num_attention_heads": 8, "num_layers": 5})
+    grown_cfg = tiny_cfg(**{**SHAPE, "hidden_size": 128, "num_attention_heads": 8, "num_layers": 5})  # μP m = 8
     grow_checkpoint(ckpt_path, grown_cfg, str(tmp_path / "grown"))
     plan = make_plan(cfg, grown_cfg)
     expected = dict(
-        iter_grown(ref["final"], plan, default_fill(grown_cfg.init_method_std, torch.Generator().manual_seed(0)))
+        iter_grown(ref["final"], plan, default_fill(grown_cfg.init_method_std, torch.Generator().manual_seed(0), 8.0))
     )
     grown = ShardReader(str(tmp_path / "grown"))
     assert set(grown.names("model")) == set(expected) and grown.names("exp_avg")
