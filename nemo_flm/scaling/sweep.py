@@ -15,6 +15,7 @@ Everything is checked, in one line per problem, before the first proxy trains.
 
 from __future__ import annotations
 
+import glob
 import math
 import os
 import time
@@ -183,9 +184,37 @@ def proxy_record(job: DictConfig, val_loss: float) -> Proxy:
     )
 
 
+def _differences(old: dict, new: dict, prefix: str = "") -> List[str]:
+    """`key: old -> new` for every dotted key whose value differs between two nested dicts."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+def check_runs_match(jobs: List[DictConfig]) -> None:
+    """A proxy directory trained under another model config (the sweep was edited: a new head dim,
+    LR, depth, ...) must be neither resumed nor read as this proxy: its name says only the width and
+    tokens. Compared with the config each run saved (exp_manager's hparams.yaml), before any training."""
+    for job in jobs:
+        new = OmegaConf.to_container(load_model_config(job.model))
+        for saved in glob.glob(os.path.join(log_dir(job), "version_*", "hparams.yaml")):
+            changed = _differences(OmegaConf.to_container(OmegaConf.load(saved).cfg), new)
+            _require(
+                not changed,
+                f"{log_dir(job)} was trained with another model config ({'; '.join(changed[:3])}): give the sweep "
+                "another exp_dir, or move that run away to retrain it",
+            )
+
+
 def run_sweep(jobs: List[DictConfig], train_fn: Optional[Callable], say: Callable[[str], None] = print) -> List[Proxy]:
     """Train each proxy not yet finished (train_fn None: read finished ones only) and return the
     finished proxies' records, saying one line per proxy."""
+    check_runs_match(jobs)
     started, proxies = time.perf_counter(), []
     for index, job in enumerate(jobs, 1):
         head = f"[{index}/{len(jobs)}] {job.name}"

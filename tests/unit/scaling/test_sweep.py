@@ -20,8 +20,8 @@ SMALL = ["widths=[32,48,64,96,128]", "tokens=[4096,8192]"]
 def test_default_sweep_proxies_differ_only_in_width(tmp_path):
     """Same depth, head dim, batch, seed, steps and schedule per budget; heads and FFN follow the
     width; μP on with the smallest width as base; each proxy in its own directory."""
-    jobs = proxy_jobs(load_sweep(SWEEP, [f"exp_dir={tmp_path}"]), CONF)
-    first = load_sweep(SWEEP).widths[0]
+    sweep = load_sweep(SWEEP, [f"exp_dir={tmp_path}"])
+    jobs, first = proxy_jobs(sweep, CONF), sweep.widths[0]
     assert len(jobs) == 7 and len({job.name for job in jobs}) == 7
     same = {
         (m.num_layers, m.seq_length, m.global_batch_size, m.seed, m.data.seed, m.optim.lr, m.optim.lr_decay_samples)
@@ -30,7 +30,7 @@ def test_default_sweep_proxies_differ_only_in_width(tmp_path):
     assert len(same) == 1 and {job.trainer.max_steps for job in jobs} == {200}
     for job in jobs:
         m = job.model
-        assert m.hidden_size // m.num_attention_heads == 16 and m.ffn_hidden_size == 4 * m.hidden_size
+        assert m.hidden_size // m.num_attention_heads == sweep.head_dim and m.ffn_hidden_size == 4 * m.hidden_size
         assert m.use_mup and m.mup_base_width == first and m.mup_scale_factor == m.hidden_size / first
         assert job.trainer.max_steps % job.trainer.val_check_interval == 0  # it validates at its last step
         assert log_dir(job) == str(tmp_path / job.name)
@@ -50,7 +50,7 @@ def test_targets_are_flm_stages_non_embedding_parameters():
 
 BAD_SWEEPS = [
     ("widths not increasing", ["widths=[32,64,48,96,128,160]"], "strictly increasing"),
-    ("head dim not dividing", ["widths=[32,48,64,96,128,136]"], r"widths \[136\] are not multiples of head_dim 16"),
+    ("head dim not dividing", ["widths=[32,48,64,96,128,136]", "head_dim=16"], r"widths \[136\] are not multiples"),
     ("4 widths, 1 held out", ["widths=[32,64,96,128]"], "leave 3 to fit"),
     ("5 widths, 2 held out", ["widths=[32,64,96,128,160]", "held_out=2"], "leave 3 to fit"),
     ("nothing held out", ["held_out=0"], "held_out must be >= 1"),
@@ -101,6 +101,25 @@ def test_finished_proxies_are_read_not_retrained(tmp_path):
     run_sweep(jobs, train, lines.append)
     assert trained == [jobs[2].name]
     assert first[0].val_loss == pytest.approx(8.0 - math.log(32)) and first[0].num_layers == 2
+
+
+def test_a_run_trained_under_another_config_is_refused_before_training(tmp_path):
+    """Editing the sweep (here the head dim) keeps the proxies' names: their old runs must not be
+    resumed or read as the new proxies."""
+    from omegaconf import OmegaConf
+
+    from nemo_flm.config import load_model_config
+
+    old = proxy_jobs(load_sweep(SWEEP, SMALL + ["head_dim=16", f"exp_dir={tmp_path}"]), CONF)
+    saved = Path(log_dir(old[-1])) / "version_0" / "hparams.yaml"
+    saved.parent.mkdir(parents=True)
+    OmegaConf.save({"cfg": load_model_config(old[-1].model)}, saved)
+    assert run_sweep(old[-1:], None, print) == []  # its own config is accepted (and not finished)
+    jobs = proxy_jobs(load_sweep(SWEEP, SMALL + ["head_dim=8", f"exp_dir={tmp_path}"]), CONF)
+    trained = []
+    with pytest.raises(ConfigError, match="num_attention_heads: 8 -> 16") as err:
+        run_sweep(jobs, trained.append, print)
+    assert trained == [] and "\n" not in str(err.value)
 
 
 def test_proxies_json_round_trips_and_refuses_broken_records(tmp_path):
