@@ -78,6 +78,19 @@ def trained_model(cfg, steps: int = 3):
     return model, opt
 
 
+def random_batch(size: int, seq: int, vocab: int, seed: int = 0) -> dict:
+    """A training batch (forward_step's keys) of random tokens, every position a loss token."""
+    import torch
+
+    tokens = torch.randint(0, vocab, (size, seq + 1), generator=torch.Generator().manual_seed(seed))
+    return {
+        "tokens": tokens[:, :-1],
+        "labels": tokens[:, 1:],
+        "loss_mask": torch.ones(size, seq),
+        "position_ids": torch.arange(seq)[None].expand(size, -1),
+    }
+
+
 def gather_vocab(logits):
     """Concatenate vocab-parallel logits [..., V/TP] over the TP group -> [..., V] (megatron's own
     gather allocates on CUDA)."""

@@ -45,7 +45,8 @@ if "nemo_flm." not in ALLOWED_TARGET_PREFIXES:
     ALLOWED_TARGET_PREFIXES.append("nemo_flm.")
 
 
-def _collate(samples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+def collate(samples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+    """Dataset samples -> one batch of BATCH_KEYS (the loaders' collate_fn; width sweeps batch the same way)."""
     return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in BATCH_KEYS}
 
 
@@ -110,7 +111,7 @@ class FLMModel(ModelPT):
         """Validation data comes from cfg.data; built lazily in val_dataloader."""
 
     def _loader(self, dataset, sampler) -> DataLoader:
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate, num_workers=self.cfg.data.num_workers)
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=self.cfg.data.num_workers)
 
     def data_blend(self) -> List[Dataset]:
         """The training datasets (names, prefixes, weights); the built-in corpus is preprocessed

@@ -37,7 +37,12 @@ SMALL = [  # appended to every training command: a few steps instead of hundreds
     "trainer.log_every_n_steps=1",
 ]
 SMALL_STAGES = ["stages.0.max_steps=4", "stages.1.max_steps=4", "stages.2.max_steps=4"]
-SMALL_SCRIPTS = {"python scripts/eval_extrapolation.py": "--steps 4 --samples 1"}  # scripts that train inside
+SMALL_SCRIPTS = {  # scripts that train inside
+    "python scripts/eval_extrapolation.py": "--steps 4 --samples 1",
+    "python scripts/mup_coord_check.py": "--widths 32 64 --head-dim 16 --steps 2 --seq 16 --batch 2 --vocab 256",
+    "python scripts/mup_lr_sweep.py": "--widths 32 64 --head-dim 16 --log2-lr -7 -6 --steps 2 --warmup 1 --held-out 1 "
+    "--seeds 1 --seq 16 --batch 2 --vocab 256",
+}
 
 
 def readme_commands() -> list:
