@@ -11,6 +11,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from nemo_flm.checkpoint.lightning_io import read_trainer_state
 from nemo_flm.config import register_schema
 
 CONF = str(Path(__file__).parents[2] / "conf")
@@ -137,19 +138,21 @@ def test_resume_continues_at_the_same_step_and_sample(tmp_path):
     from nemo_flm.training.run import train
 
     args = (
-        "trainer.max_steps=6",
+        "trainer.max_steps=7",  # not a multiple of the interval: "last" is still at step 7 (save_on_train_epoch_end)
         "trainer.val_check_interval=3",
         "exp_manager.checkpoint_callback_params.every_n_train_steps=3",
         "model.optim.lr_warmup_samples=16",
     )
     straight = Recorder()
     train(job(tmp_path / "a", *args), callbacks=[straight])
+    (last,) = (tmp_path / "a").glob("*/checkpoints/*-last")
+    assert read_trainer_state(str(last))["global_step"] == 7
 
     first, second = Recorder(stop_at=3), Recorder()
     train(job(tmp_path / "b", *args), callbacks=[first])
     assert sorted(first.losses) == [1, 2, 3]
     model, trainer, _ = train(job(tmp_path / "b", *args), callbacks=[second])
-    assert sorted(second.losses) == [4, 5, 6]
-    assert model.consumed_samples == 6 * 8
-    for step in (4, 5, 6):
+    assert sorted(second.losses) == [4, 5, 6, 7]
+    assert model.consumed_samples == 7 * 8
+    for step in (4, 5, 6, 7):
         assert second.losses[step] == pytest.approx(straight.losses[step], rel=1e-6, abs=1e-6)
