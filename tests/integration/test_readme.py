@@ -28,6 +28,8 @@ SKIP = {  # command prefix -> why it does not run here
     "python scripts/launch.py launcher/flm_16b --mode local": "needs 8 GPUs (the stage configs train on them)",
     "python scripts/train.py --config-dir plans": "trains a plan's hundreds of steps per stage; "
     "tests/integration/test_plan_growth.py trains a planned YAML end to end",
+    "python scripts/predict_loss.py --config": "a sweep of 7 proxies, tens of minutes; tests/unit/scaling/ checks "
+    "its configs and read-back, the README's --proxies command its fit and outputs",
 }
 SMALL = [  # appended to every training command: a few steps instead of hundreds
     "trainer.max_steps=4",
@@ -94,7 +96,7 @@ def write_user_corpus(root: Path) -> None:
 def test_readme_commands_run_as_written(tmp_path):
     commands = readme_commands()
     assert any(c.startswith("python scripts/train.py") for c in commands)  # the parser found the blocks
-    for name in ("scripts", "conf"):
+    for name in ("scripts", "conf", "docs"):  # docs/: measured results that commands read (docs/mup_proxies.json)
         (tmp_path / name).symlink_to(ROOT / name)
     write_user_corpus(tmp_path)
     # a HOME of its own: the built-in corpus and megatron's index cache are built here, as on a new machine
