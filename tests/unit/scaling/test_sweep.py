@@ -22,12 +22,12 @@ def test_default_sweep_proxies_differ_only_in_width(tmp_path):
     width; μP on with the smallest width as base; each proxy in its own directory."""
     sweep = load_sweep(SWEEP, [f"exp_dir={tmp_path}"])
     jobs, first = proxy_jobs(sweep, CONF), sweep.widths[0]
-    assert len(jobs) == 7 and len({job.name for job in jobs}) == 7
+    assert len(jobs) == len(sweep.widths) and len({job.name for job in jobs}) == len(jobs)
     same = {
         (m.num_layers, m.seq_length, m.global_batch_size, m.seed, m.data.seed, m.optim.lr, m.optim.lr_decay_samples)
         for m in (job.model for job in jobs)
     }
-    assert len(same) == 1 and {job.trainer.max_steps for job in jobs} == {200}
+    assert len(same) == 1 and {job.trainer.max_steps for job in jobs} == {800}
     for job in jobs:
         m = job.model
         assert m.hidden_size // m.num_attention_heads == sweep.head_dim and m.ffn_hidden_size == 4 * m.hidden_size
@@ -84,7 +84,7 @@ def _finish(job, loss):
 
 
 def test_finished_proxies_are_read_not_retrained(tmp_path):
-    jobs = proxy_jobs(load_sweep(SWEEP, SMALL[:1] + [f"exp_dir={tmp_path}"]), CONF)
+    jobs = proxy_jobs(load_sweep(SWEEP, SMALL[:1] + ["tokens=[4096]", f"exp_dir={tmp_path}"]), CONF)
     trained, lines = [], []
 
     def train(job):
@@ -94,7 +94,7 @@ def test_finished_proxies_are_read_not_retrained(tmp_path):
 
     first = run_sweep(jobs, train, lines.append)
     assert trained == [job.name for job in jobs] and len(first) == 4
-    assert "not finished" in lines[2] and "trained in" in lines[0] and "N 25,472, 204,800 tokens" in lines[0]
+    assert "not finished" in lines[2] and "trained in" in lines[0] and "N 25,472, 4,096 tokens" in lines[0]
     trained.clear()
     again = run_sweep(jobs, None, lines.append)  # --read-only
     assert trained == [] and again == first and "finished earlier" in lines[-1]
