@@ -94,19 +94,15 @@ def grow_stage(cfg: DictConfig, index: int) -> str:
     return target
 
 
-def check_final_checkpoint_saved(job: DictConfig) -> None:
-    """The next stage grows from this stage's checkpoint at max_steps: refuse, before any training,
-    a checkpoint schedule that would leave the last one earlier (found by final_checkpoint only
-    after the whole stage, weeks into FLM's 16B stage of 52,001 steps)."""
-    params = job.exp_manager.get("checkpoint_callback_params") or {}
-    every = params.get("every_n_train_steps") or 0
-    if params.get("save_on_train_epoch_end") or (every and job.trainer.max_steps % every == 0):
-        return
-    raise ConfigError(
-        f"stage '{job.exp_manager.name}' would not save a checkpoint at its max_steps {job.trainer.max_steps} "
-        f"(every_n_train_steps {every}), and the next stage grows from it: set exp_manager."
-        "checkpoint_callback_params.save_on_train_epoch_end=true or make every_n_train_steps divide max_steps"
-    )
+def check_saves_last(job: DictConfig) -> None:
+    """The next stage grows from this stage's "last" checkpoint, which NeMo's checkpoint callback
+    writes at max_steps (on_train_end when no interval divides it) only under save_last: refuse,
+    before any training, a stage that would end without it."""
+    if not (job.exp_manager.get("checkpoint_callback_params") or {}).get("save_last", True):
+        raise ConfigError(
+            f"stage '{job.exp_manager.name}' has checkpoint_callback_params.save_last false, but the next stage "
+            "grows from its last checkpoint: set exp_manager.checkpoint_callback_params.save_last=true"
+        )
 
 
 def validate_stages(cfg: DictConfig) -> None:
@@ -123,7 +119,7 @@ def validate_stages(cfg: DictConfig) -> None:
         check_vocab_covers_tokenizer(models[-1])
         check_blend_files(models[-1].data)
         if index < len(cfg.stages) - 1:
-            check_final_checkpoint_saved(job)
+            check_saves_last(job)
         if index > 0:
             make_plan(models[-2], models[-1], cfg.growth.depth_mode)
             validate_ramp(job.model.growth, starts_grown=True)

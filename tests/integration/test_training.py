@@ -138,7 +138,7 @@ def test_resume_continues_at_the_same_step_and_sample(tmp_path):
     from nemo_flm.training.run import train
 
     args = (
-        "trainer.max_steps=7",  # not a multiple of the interval: "last" is still at step 7 (save_on_train_epoch_end)
+        "trainer.max_steps=7",  # not a multiple of the intervals: NeMo still saves "last" at step 7 (on_train_end)
         "trainer.val_check_interval=3",
         "exp_manager.checkpoint_callback_params.every_n_train_steps=3",
         "model.optim.lr_warmup_samples=16",

@@ -76,20 +76,17 @@ def test_growth_plans_validate(name):
     )
 
 
-def test_a_stage_whose_last_checkpoint_misses_max_steps_is_refused_at_load():
-    """FLM's 16B stage is 52,001 steps with a checkpoint every 1,000: the 51B stage grows from the
-    checkpoint at step 52,001, which only save_on_train_epoch_end writes."""
+def test_a_stage_without_a_last_checkpoint_is_refused_at_load():
+    """The next stage grows from the "last" checkpoint (FLM's 16B stage: at step 52,001, which NeMo
+    saves on train end although no interval divides it): save_last false is refused up front."""
     from nemo_flm.config import ConfigError
-    from nemo_flm.growth.staged import stage_job, validate_stages
+    from nemo_flm.growth.staged import validate_stages
 
-    assert stage_job(compose_job("flm_101b_growth"), 0).trainer.max_steps % 1000 != 0
-    off = "exp_manager.checkpoint_callback_params.save_on_train_epoch_end=false"
-    with pytest.raises(ConfigError, match="stage 'flm_16b' would not save a checkpoint at its max_steps 52001"):
+    off = "exp_manager.checkpoint_callback_params.save_last=false"
+    with pytest.raises(ConfigError, match="stage 'flm_16b' has checkpoint_callback_params.save_last false"):
         validate_stages(compose_job("flm_101b_growth", [off]))
-    validate_stages(compose_job("flm_tiny_growth", [off]))  # its stages are whole numbers of intervals
-    with pytest.raises(ConfigError, match="stage 'stage1' would not save"):
-        validate_stages(compose_job("flm_tiny_growth", [off, "stages.0.max_steps=7"]))
-    validate_stages(compose_job("flm_tiny_growth", [off, "stages.2.max_steps=47"]))  # the last stage grows nothing
+    with pytest.raises(ConfigError, match="stage 'stage1' has"):
+        validate_stages(compose_job("flm_tiny_growth", [off]))
 
 
 def test_101b_growth_plan_published_values():
