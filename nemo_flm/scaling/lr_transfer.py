@@ -109,19 +109,39 @@ def argmins(rows: List[Dict]) -> Dict[Tuple[str, int], Optional[float]]:
     return best
 
 
-def verdicts(best: Dict[Tuple[str, int], Optional[float]]) -> List[str]:
-    """Per parametrization: how far (in grid steps, log2) the optimum moves across widths."""
-    lines = []
+def _shift(found: Dict[int, float], lrs: List[float]) -> Tuple[int, str]:
+    """How many grid steps the optimum moves across widths, and the path with any best LR at the
+    grid's edge marked (there the true optimum may lie beyond the grid)."""
+    exps = {w: round(math.log2(lr)) for w, lr in sorted(found.items())}
+    edges = {round(math.log2(min(lrs))), round(math.log2(max(lrs)))}
+    path = ", ".join(f"{w}: 2^{e}" + (" (grid edge)" if e in edges else "") for w, e in exps.items())
+    return max(exps.values()) - min(exps.values()), path
+
+
+def verdicts(best: Dict[Tuple[str, int], Optional[float]], lrs: List[float]) -> List[str]:
+    """Per parametrization: how far (in grid steps, log2) the optimum moves across widths, with a
+    best LR at the edge of the grid `lrs` flagged; then μP's move against SP's, the comparison
+    that says whether μP transferred the LR better (a fixed threshold cannot: SP's optimum can
+    drift by one step over a factor 4 in width)."""
+    lines, shifts, edged = [], {}, False
     for parametrization in PARAMETRIZATIONS:
         found = {w: lr for (p, w), lr in best.items() if p == parametrization}
+        if not found:
+            continue
         if None in found.values():
             lines.append(f"{LABELS[parametrization]}: every run of some width diverged; no optimum to compare")
             continue
-        exps = {w: round(math.log2(lr)) for w, lr in found.items()}
-        moved = max(exps.values()) - min(exps.values())
-        path = ", ".join(f"{w}: 2^{e}" for w, e in sorted(exps.items()))
-        where = "stays put (within one grid step)" if moved <= 1 else f"moves by {moved} grid steps"
-        lines.append(f"{LABELS[parametrization]} optimum {where}: {path}")
+        shifts[parametrization], path = _shift(found, lrs)
+        moved = shifts[parametrization]
+        where = "stays put" if moved == 0 else f"moves by {moved} grid step{'s' if moved > 1 else ''}"
+        edged = edged or "grid edge" in path
+        edge = "; an optimum at the grid's edge: widen the grid" if "grid edge" in path else ""
+        lines.append(f"{LABELS[parametrization]} optimum {where}: {path}{edge}")
+    if len(shifts) == 2:
+        mup, sp = shifts["mup"], shifts["sp"]
+        verdict = "μP transfers the LR better" if mup < sp else "no better transfer under μP at this grid"
+        verdict = "inconclusive (an optimum at the grid's edge)" if edged else verdict
+        lines.append(f"μP moves {mup}, SP {sp} grid steps: {verdict}")
     return lines
 
 
@@ -166,5 +186,5 @@ def report(rows: List[Dict], settings: Dict[str, Any]) -> Dict[str, Any]:
         "runs": rows,
         "means": means(rows),
         "argmin_lr": [{"parametrization": p, "width": w, "lr": lr} for (p, w), lr in best.items()],
-        "verdicts": verdicts(best),
+        "verdicts": verdicts(best, sorted({r["lr"] for r in rows})),
     }

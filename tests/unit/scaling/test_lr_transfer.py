@@ -42,12 +42,28 @@ def test_the_best_lr_of_each_width_skips_diverged_runs():
     assert argmins(_rows({("sp", 64): [None, None, None]})) == {("sp", 64): None}
 
 
-def test_verdicts_say_whether_the_optimum_moves_more_than_one_grid_step():
-    lines = verdicts(argmins(ROWS))
+def test_verdicts_compare_the_moves_and_flag_an_optimum_at_the_grid_edge():
+    lines = verdicts(argmins(ROWS), [0.125, 0.25, 0.5])
     assert lines == [
-        "μP optimum stays put (within one grid step): 64: 2^-2, 128: 2^-1",
-        "SP optimum moves by 2 grid steps: 64: 2^-1, 128: 2^-3",
+        "μP optimum moves by 1 grid step: 64: 2^-2, 128: 2^-1 (grid edge); an optimum at the grid's edge: "
+        "widen the grid",
+        "SP optimum moves by 2 grid steps: 64: 2^-1 (grid edge), 128: 2^-3 (grid edge); an optimum at the grid's edge: "
+        "widen the grid",
+        "μP moves 1, SP 2 grid steps: inconclusive (an optimum at the grid's edge)",
     ]
+    # the README's measured means: μP 2^-7 at widths 64, 128, 256; SP 2^-7, 2^-8, 2^-8 on a grid 2^-10..2^-4
+    measured = {("mup", 64): 2**-7, ("mup", 128): 2**-7, ("mup", 256): 2**-7}
+    measured.update({("sp", 64): 2**-7, ("sp", 128): 2**-8, ("sp", 256): 2**-8})
+    assert verdicts(measured, [2.0**e for e in range(-10, -3)]) == [
+        "μP optimum stays put: 64: 2^-7, 128: 2^-7, 256: 2^-7",
+        "SP optimum moves by 1 grid step: 64: 2^-7, 128: 2^-8, 256: 2^-8",
+        "μP moves 0, SP 1 grid steps: μP transfers the LR better",
+    ]
+    grid = [2.0**e for e in range(-10, -3)]
+    same = {("mup", 64): 2**-7, ("mup", 128): 2**-7, ("sp", 64): 2**-7, ("sp", 128): 2**-7}
+    assert verdicts(same, grid)[-1] == "μP moves 0, SP 0 grid steps: no better transfer under μP at this grid"
+    edge = {key: 2**-4 for key in same}
+    assert "widen the grid" in verdicts(edge, grid)[0] and "inconclusive" in verdicts(edge, grid)[-1]
 
 
 def test_the_table_bolds_each_columns_best_and_marks_diverged_runs():
