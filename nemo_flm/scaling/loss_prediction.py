@@ -87,7 +87,15 @@ def predict(proxies: List[Proxy], held_out: int, targets: Dict[str, int]) -> Dic
     budgets = sorted({p.tokens for p in proxies})
     if not budgets:
         raise ConfigError("no finished proxies to fit: train the sweep first (scripts/predict_loss.py --config ...)")
-    return {"budgets": [predict_budget([p for p in proxies if p.tokens == t], held_out, targets) for t in budgets]}
+    return {"budgets": [_predict_named(proxies, t, held_out, targets) for t in budgets]}
+
+
+def _predict_named(proxies: List[Proxy], tokens: int, held_out: int, targets: Dict[str, int]) -> Dict[str, Any]:
+    """predict_budget on the proxies of one token budget; its one-line errors name the budget."""
+    try:
+        return predict_budget([p for p in proxies if p.tokens == tokens], held_out, targets)
+    except ConfigError as err:
+        raise ConfigError(f"the {tokens:,}-token proxies: {err}") from None
 
 
 def write_prediction(path: str, prediction: Dict[str, Any]) -> str:
@@ -106,6 +114,10 @@ def summary_lines(prediction: Dict[str, Any]) -> List[str]:
             f"{b['tokens']:,} tokens: L(N) = {f['a']:.4g}(±{f['a_err']:.2g}) * (N/1e6)^{f['b']:.4g}(±{f['b_err']:.2g})"
             f" + {f['c']:.4g}(±{f['c_err']:.2g}), fitted on {len(b['fitted'])} proxies"
         )
+        if f["b"] > -1e-3:
+            lines.append(
+                "  warning: the fitted exponent is ~0: these losses do not fall with size (noise or too few steps)"
+            )
         for h in b["held_out"]:
             lines.append(
                 f"  held out {h['name']} (N {h['non_embedding_params']:,}): actual {h['val_loss']:.4f}, predicted "

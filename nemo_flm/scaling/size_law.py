@@ -72,7 +72,9 @@ def check_points(n: Sequence[float], loss: Sequence[float], minimum: int = MIN_P
         raise ConfigError(f"losses must be finite and > 0, got {loss_arr.tolist()}: re-run or drop the bad proxy")
     if not np.all(np.isfinite(n_arr)) or np.any(n_arr <= 0):
         raise ConfigError(f"sizes must be finite and > 0, got {n_arr.tolist()}: count non-embedding parameters")
-    if np.any(np.diff(n_arr) <= 0):
+    if np.any(np.diff(n_arr) == 0):
+        raise ConfigError(f"two fit points share a size in {n_arr.tolist()}: keep one proxy per width and token budget")
+    if np.any(np.diff(n_arr) < 0):
         raise ConfigError(f"sizes must be strictly increasing, got {n_arr.tolist()}: sort the proxies by size")
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nemo_flm.errors import ConfigError
-from nemo_flm.scaling.loss_prediction import predict_budget
+from nemo_flm.scaling.loss_prediction import predict, predict_budget, summary_lines
 from nemo_flm.scaling.proxies import Proxy
 from nemo_flm.scaling.size_law import fit_size_law, law
 
@@ -84,7 +84,7 @@ def test_held_out_prediction_beats_the_naive_baseline():
 BAD = [
     ("three points", SIZES[:3], [5.0, 4.9, 4.8], "at least 4 fit points"),
     ("sizes not increasing", [1e4, 3e4, 2e4, 4e4], [5.0, 4.9, 4.8, 4.7], "strictly increasing"),
-    ("repeated size", [1e4, 2e4, 2e4, 4e4], [5.0, 4.9, 4.8, 4.7], "strictly increasing"),
+    ("repeated size", [1e4, 2e4, 2e4, 4e4], [5.0, 4.9, 4.8, 4.7], "share a size"),
     ("NaN loss", SIZES[:4], [5.0, math.nan, 4.8, 4.7], "finite and > 0"),
     ("infinite loss", SIZES[:4], [5.0, 4.9, math.inf, 4.7], "finite and > 0"),
     ("negative loss", SIZES[:4], [5.0, 4.9, 4.8, -1.0], "finite and > 0"),
@@ -103,3 +103,12 @@ def test_bad_inputs_raise_one_line_errors(sizes, losses, problem):
 def test_too_few_proxies_after_the_hold_out_is_refused():
     with pytest.raises(ConfigError, match="at least 4 fit points"):
         predict_budget(_proxies(SIZES[:4], _losses(SIZES[:4], 0.0, 0)), held_out=1, targets={})
+
+
+def test_a_budget_with_too_few_proxies_is_named_and_a_flat_fit_is_flagged():
+    with pytest.raises(ConfigError, match="the 204,800-token proxies: the size law needs at least 4"):
+        predict(_proxies(SIZES[:4], _losses(SIZES[:4], 0.0, 0)), held_out=1, targets={})
+    rising = predict(_proxies(SIZES[:5], [5.0, 5.01, 5.02, 5.03, 5.04]), held_out=1, targets={})
+    assert any("do not fall with size" in line for line in summary_lines(rising))
+    falling = predict(_proxies(SIZES[:5], _losses(SIZES[:5], 0.0, 0)), held_out=1, targets={})
+    assert not any("do not fall" in line for line in summary_lines(falling))
