@@ -109,13 +109,13 @@ def argmins(rows: List[Dict]) -> Dict[Tuple[str, int], Optional[float]]:
     return best
 
 
-def _shift(found: Dict[int, float], lrs: List[float]) -> Tuple[int, str]:
-    """How many grid steps the optimum moves across widths, and the path with any best LR at the
-    grid's edge marked (there the true optimum may lie beyond the grid)."""
+def _shift(found: Dict[int, float], lrs: List[float]) -> Tuple[int, str, bool]:
+    """How many grid steps the optimum moves across widths, the path with any best LR at the
+    grid's edge marked, and whether there is one (there the true optimum may lie beyond the grid)."""
     exps = {w: round(math.log2(lr)) for w, lr in sorted(found.items())}
     edges = {round(math.log2(min(lrs))), round(math.log2(max(lrs)))}
     path = ", ".join(f"{w}: 2^{e}" + (" (grid edge)" if e in edges else "") for w, e in exps.items())
-    return max(exps.values()) - min(exps.values()), path
+    return max(exps.values()) - min(exps.values()), path, bool(edges & set(exps.values()))
 
 
 def verdicts(best: Dict[Tuple[str, int], Optional[float]], lrs: List[float]) -> List[str]:
@@ -131,11 +131,10 @@ def verdicts(best: Dict[Tuple[str, int], Optional[float]], lrs: List[float]) -> 
         if None in found.values():
             lines.append(f"{LABELS[parametrization]}: every run of some width diverged; no optimum to compare")
             continue
-        shifts[parametrization], path = _shift(found, lrs)
-        moved = shifts[parametrization]
+        moved, path, at_edge = _shift(found, lrs)
+        shifts[parametrization], edged = moved, edged or at_edge
         where = "stays put" if moved == 0 else f"moves by {moved} grid step{'s' if moved > 1 else ''}"
-        edged = edged or "grid edge" in path
-        edge = "; an optimum at the grid's edge: widen the grid" if "grid edge" in path else ""
+        edge = "; an optimum at the grid's edge: widen the grid" if at_edge else ""
         lines.append(f"{LABELS[parametrization]} optimum {where}: {path}{edge}")
     if len(shifts) == 2:
         mup, sp = shifts["mup"], shifts["sp"]
