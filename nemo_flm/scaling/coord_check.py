@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import torch
 
-from nemo_flm.atomic import atomic_output
 from nemo_flm.scaling.width_sweep import LABELS, PARAMETRIZATIONS, WidthSweep, build, train
+from nemo_flm.training.curves import save_figure
 from nemo_flm.training.forward_step import Batch
 from nemo_flm.training.nonfinite import NonFiniteError
 
@@ -109,7 +109,7 @@ def summary(rows: List[Dict], t: int) -> List[str]:
     return lines
 
 
-def plot(rows: List[Dict], path: str) -> None:
+def plot(rows: List[Dict], path: str) -> str:
     """l1 against width (log-log), one line per module: a row of panels per parametrization, a
     column per step (mup's plot_coord_data, side by side)."""
     import matplotlib
@@ -132,7 +132,4 @@ def plot(rows: List[Dict], path: str) -> None:
             ax.set(xscale="log", yscale="log", title=f"{LABELS[parametrization]}, t={t}", xlabel="width")
         row[0].set_ylabel("mean |activation| (l1)")
     axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.02, 1))
-    fig.tight_layout()
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    return save_figure(fig, path)
