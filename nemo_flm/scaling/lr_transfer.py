@@ -179,11 +179,12 @@ def plot(rows: List[Dict], path: str) -> str:
 
 def report(rows: List[Dict], settings: Dict[str, Any]) -> Dict[str, Any]:
     """What the JSON holds: the settings, every run, the means over seeds, their argmins and the verdicts."""
-    best = argmins(means(rows))
+    averaged = means(rows)
+    best = argmins(averaged)
     return {
         "settings": settings,
         "runs": rows,
-        "means": means(rows),
+        "means": averaged,
         "argmin_lr": [{"parametrization": p, "width": w, "lr": lr} for (p, w), lr in best.items()],
         "verdicts": verdicts(best, sorted({r["lr"] for r in rows})),
     }
