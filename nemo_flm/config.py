@@ -35,6 +35,11 @@ class ParallelConfig:
     engine: str = "auto"
     overlap_grad_reduce: bool = True  # megatron engine: DP gradient reduce overlapped with backward
     backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
+    # how long any collective (barrier, all-reduce, checkpoint planning) waits for the other ranks
+    # before the job fails; torch.distributed's NCCL default is 10. 30 is Lightning's and megatron's
+    # default: long enough for a slow rank to finish a checkpoint write at FLM's scale, and work
+    # longer than that (growth between stages, packing a .nemo) runs outside the GPU job
+    distributed_timeout_minutes: int = 30
 
 
 @dataclass
@@ -178,6 +183,16 @@ class GrowthRunConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    """How training checkpoints are written (checkpoint/lightning_io.py): every rank writes its own
+    part in parallel, rank 0 renames the folder when all parts are on disk."""
+
+    # copy this rank's part to host memory and write it from a thread while training goes on
+    # (the loop waits for the copy, and for the previous save if it is still writing)
+    async_save: bool = False
+
+
+@dataclass
 class JobConfig:
     """A whole job YAML: Lightning trainer and exp_manager kwargs pass through; model is typed."""
 
@@ -194,6 +209,7 @@ class JobConfig:
     run: Dict[str, Any] = field(default_factory=dict)
     cluster: Dict[str, Any] = field(default_factory=dict)
     growth: GrowthRunConfig = field(default_factory=GrowthRunConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
 
 JOB_SCHEMA = "flm_job_schema"
@@ -274,6 +290,10 @@ def validate(cfg: Any) -> None:
     tp = cfg.parallel.tensor_model_parallel_size
     pp = cfg.parallel.pipeline_model_parallel_size
     _require(tp >= 1 and pp >= 1, f"parallel sizes must be >= 1, got TP={tp} PP={pp}")
+    _require(
+        cfg.parallel.distributed_timeout_minutes >= 1,
+        f"parallel.distributed_timeout_minutes must be >= 1, got {cfg.parallel.distributed_timeout_minutes}",
+    )
     _require(
         cfg.kv_channels is not None or cfg.hidden_size % cfg.num_attention_heads == 0,
         f"hidden_size {cfg.hidden_size} is not divisible by num_attention_heads "

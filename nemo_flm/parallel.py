@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -28,15 +29,19 @@ def _backend(requested: str) -> str:
 
 def initialize(par: Any, seed: int = 1234) -> None:
     """Start torch.distributed (gloo on CPU, one process if not launched by torchrun) and megatron's
-    tensor/pipeline/data groups. Idempotent for the same layout."""
+    tensor/pipeline/data groups, every collective of them timing out after
+    par.distributed_timeout_minutes. Idempotent for the same layout."""
+    timeout = par.distributed_timeout_minutes
     if not dist.is_initialized():
         world = int(os.environ.get("WORLD_SIZE", 1))
         if torch.cuda.is_available():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        kwargs = dict(backend=_backend(par.backend), timeout=timedelta(minutes=timeout))
         if world == 1:  # a lone process needs no rendezvous port
-            dist.init_process_group(_backend(par.backend), store=dist.HashStore(), rank=0, world_size=1)
+            dist.init_process_group(store=dist.HashStore(), rank=0, world_size=1, **kwargs)
         else:  # launched by torchrun: MASTER_ADDR/MASTER_PORT/RANK from the environment
-            dist.init_process_group(_backend(par.backend), rank=int(os.environ["RANK"]), world_size=world)
+            dist.init_process_group(rank=int(os.environ["RANK"]), world_size=world, **kwargs)
+    _checkpoint_group(timeout)
     tp, pp = par.tensor_model_parallel_size, par.pipeline_model_parallel_size
     vp = par.virtual_pipeline_model_parallel_size
     check_world_size(dist.get_world_size(), tp, pp)
@@ -46,9 +51,29 @@ def initialize(par: Any, seed: int = 1234) -> None:
             return
         parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(
-        tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp, virtual_pipeline_model_parallel_size=vp
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        virtual_pipeline_model_parallel_size=vp,
+        distributed_timeout_minutes=timeout,
     )
     seed_everything(seed)
+
+
+_CHECKPOINT_GROUP: Any = None
+
+
+def _checkpoint_group(timeout: int) -> None:
+    """Create checkpoint_group once per process (every rank calls initialize)."""
+    global _CHECKPOINT_GROUP
+    if _CHECKPOINT_GROUP is None:
+        _CHECKPOINT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=timeout))
+
+
+def checkpoint_group():
+    """A gloo group of the whole world for checkpoint writing and reading (checkpoint/dcp.py): its
+    collectives run on host memory, and an asynchronous save runs them from a thread while
+    training's own collectives use the other groups."""
+    return _CHECKPOINT_GROUP
 
 
 def check_world_size(world: int, tp: int, pp: int) -> None:
@@ -61,8 +86,12 @@ def check_world_size(world: int, tp: int, pp: int) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    """Same seed on every rank: with use_cpu_initialization each rank draws the full master weight
-    and keeps its shard, so weights do not depend on the TP size."""
+    """The same seed on every rank of a pipeline stage, plus 100 x the stage's rank (Megatron-LM's
+    offset), so the stages of a model built from scratch draw different layers. With
+    use_cpu_initialization each rank draws the full master weight and keeps its shard, so weights
+    do not depend on the TP size."""
+    if parallel_state.model_parallel_is_initialized():
+        seed += 100 * pp_rank()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -147,6 +176,16 @@ def rank_zero_first(fn):
         return result
     dist.barrier()
     return fn()
+
+
+def broadcast_object(value: Any) -> Any:
+    """Global rank 0's `value`, on every rank (a decision made once, such as which checkpoint to
+    resume from)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return value
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0, group=checkpoint_group())
+    return holder[0]
 
 
 def is_rank_zero() -> bool:

@@ -78,6 +78,51 @@ def trained_model(cfg, steps: int = 3):
     return model, opt
 
 
+def local_engine(cfg, model, optimizer=None):
+    """The local engine over `model`, with `optimizer` (e.g. trained_model's) as its AdamW."""
+    from nemo_flm.training.local_engine import LocalEngine
+
+    engine = LocalEngine(model, cfg.optim, cfg.micro_batch_size)
+    if optimizer is not None:
+        engine.optimizer = optimizer
+    return engine
+
+
+def write_checkpoint(path, cfg, engine, global_step: int, consumed_samples: int = 0) -> None:
+    """A training checkpoint at `path` as FLMModel's Lightning runs write it: its hooks' attach,
+    then FLMCheckpointIO on every rank."""
+    from omegaconf import OmegaConf
+
+    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
+    from nemo_flm.training.checkpointing import attach
+
+    network = engine.model if hasattr(engine, "model") else engine.network
+    checkpoint = {
+        "state_dict": {},
+        "optimizer_states": [engine.optimizer.state_dict()],
+        "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
+        "consumed_samples": consumed_samples,
+        "global_step": global_step,
+    }
+    attach(checkpoint, network, engine)
+    FLMCheckpointIO().save_checkpoint(checkpoint, str(path))
+
+
+def read_checkpoint(path, engine) -> dict:
+    """Resume `engine` (and its network) from the training checkpoint at `path` as Lightning does:
+    FLMCheckpointIO's trainer state, FLMModel's restore, then the state dicts it hands over."""
+    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
+    from nemo_flm.training.checkpointing import restore
+
+    network = engine.model if hasattr(engine, "model") else engine.network
+    checkpoint = FLMCheckpointIO().load_checkpoint(path)
+    own = {f"model.{k}": v for k, v in network.state_dict().items()}
+    restore(checkpoint, network, engine, own)
+    network.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
+    engine.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    return checkpoint
+
+
 def random_batch(size: int, seq: int, vocab: int, seed: int = 0) -> dict:
     """A training batch (forward_step's keys) of random tokens, every position a loss token."""
     import torch

@@ -1,41 +1,51 @@
-"""Lightning checkpoints as sharded directories, so any layout can save, resume and be grown.
+"""Lightning checkpoints as folders that every rank writes and reads its own part of.
 
-A checkpoint `<name>.ckpt` is written as the directory `<name>/` (NeMo's convention for
-distributed checkpoints, which exp_manager's resume and top-k bookkeeping already understand):
+A checkpoint `<name>.ckpt` is the folder `<name>/` (NeMo's convention for distributed checkpoints,
+which exp_manager's resume and top-k bookkeeping understand):
 
-    index.json, model/, exp_avg/, exp_avg_sq/   weights and Adam moments (checkpoint/shards.py);
-    main_param/                                  fp32 main weights of a bf16 run (megatron engine)
-    trainer_state.pt                            everything else Lightning saves (loops, callbacks,
-                                                 schedulers, hyper-parameters, Adam steps)
+    .metadata, __<i>_0.distcp   torch.distributed.checkpoint's files: every rank's pieces of the
+                                weights, fp32 main weights and Adam moments (checkpoint/pieces.py,
+                                checkpoint/dcp.py), one file per rank that wrote
+    trainer_state.pt            the rest of what Lightning saves (loops, callbacks, schedulers,
+                                optimizer param groups, Adam's step, the model config) as plain
+                                data, which loads with torch.load(weights_only=True)
 
-FLMModel.on_save_checkpoint keys weights and optimizer state by their names in the whole model
-(global layer numbers, key_checkpoint_by_global_name) and records the TP layout; every
-model-parallel rank (TP x PP) of data-parallel rank 0 calls save_checkpoint (FLMStrategy) and
-writes its own shards into `<name>.partial/`; the first rank merges the stages' indexes and
-renames the folder when all are done. Loading (read_this_rank) reads this rank's layers at its TP
-shard, whatever TP and PP wrote them.
+Every rank calls save_checkpoint with its pieces (FLMModel.on_save_checkpoint puts them in the
+checkpoint dict): all write in parallel into `<name>.partial/`, and rank 0 renames the folder
+once every rank's files and `.metadata` are on disk, so a folder without `.partial` is whole.
+With async_save the pieces are copied to host memory and written by a thread while training
+goes on; the next save, and the end of training, wait for it. Until it is renamed no checkpoint
+is removed (top-k, the previous 'last'), so a kill at any moment leaves the previous one whole.
+A second save of the same step (NeMo saves top-k and 'last') hard-links the first one's files.
+
+Loading: load_checkpoint returns the trainer state and the folder; FLMModel.on_load_checkpoint
+reads this rank's pieces into its parameters and optimizer state (training/checkpointing.py).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-from typing import Any, Dict, List, Optional
+import pickle
+import shutil
+import threading
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
-import torch.distributed as dist
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from nemo.utils.model_utils import ckpt_to_dir
+from omegaconf import OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.atomic import discard, partial_path, publish
-from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter, merge_tables
-from nemo_flm.model.sharding import global_names, partition_dims
-from nemo_flm.training.optim import optimizer_groups, optimizer_param_names, state_by_index, state_by_name
+from nemo_flm.checkpoint import dcp
 
 TRAINER_STATE = "trainer_state.pt"
-LAYOUT = "flm_layout"
-SHARDS = "flm_shards"  # the directory a loaded checkpoint's tensors are read from
+PIECES = "flm_pieces"  # in the checkpoint dict on save: this rank's pieces (popped before writing)
+FOLDER = "flm_checkpoint"  # in the checkpoint dict on load: the folder the pieces are read from
+ADAM_STEP = "adam_step"  # Adam's step count in the trainer state, or None when it holds no Adam state
 
 
 def checkpoint_dir(path) -> str:
@@ -44,7 +54,8 @@ def checkpoint_dir(path) -> str:
 
 
 def read_trainer_state(path) -> Dict[str, Any]:
-    """The checkpoint without its tensors (step, hyper-parameters, consumed samples): cheap."""
+    """The checkpoint without its tensors (step, model config, consumed samples): cheap, and
+    plain data only (a checkpoint folder cannot run code when it is read)."""
     root = checkpoint_dir(path)
     state_file = os.path.join(root, TRAINER_STATE)
     if not os.path.isfile(state_file):
@@ -52,15 +63,22 @@ def read_trainer_state(path) -> Dict[str, Any]:
             f"'{root}' is not a complete nemo_flm checkpoint (no {TRAINER_STATE}): "
             "pass the checkpoint directory exp_manager wrote"
         )
-    return torch.load(state_file, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(state_file, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        reason = str(err).splitlines()[-1].strip()[:160] or type(err).__name__
+        raise ValueError(
+            f"'{state_file}' is not plain data ({reason}): a corrupt file, or one written by nemo_flm 0.1, "
+            "whose checkpoints this version does not read (its .nemo files it does)"
+        ) from None
 
 
 def checkpoint_problem(path) -> Optional[str]:
     """Why the checkpoint at `path` cannot be resumed from (one line), or None when it is whole:
-    its trainer state loads and every tensor file the index names opens completely."""
+    its trainer state loads and every file its `.metadata` names is complete."""
     try:
         read_trainer_state(path)
-        ShardReader(checkpoint_dir(path)).verify()
+        dcp.verify(checkpoint_dir(path))
     except Exception as err:  # noqa: BLE001 - whatever fails, the checkpoint is unusable
         return str(err).splitlines()[0]
     return None
@@ -68,7 +86,7 @@ def checkpoint_problem(path) -> Optional[str]:
 
 def last_good_checkpoint(path) -> Optional[str]:
     """`path` if whole; otherwise the newest whole checkpoint beside it (logging why `path` is
-    not used), or None. Staging folders of interrupted writes (`.partial`) are never candidates."""
+    not used), or None. Folders of interrupted writes and removals are never candidates."""
     problem = checkpoint_problem(path)
     if problem is None:
         return str(path)
@@ -76,7 +94,7 @@ def last_good_checkpoint(path) -> Optional[str]:
     candidates = [
         os.path.join(folder, name)
         for name in os.listdir(folder)
-        if os.path.isdir(os.path.join(folder, name)) and not name.endswith(".partial")
+        if os.path.isdir(os.path.join(folder, name)) and not name.endswith((".partial", ".removing"))
     ]
     candidates = sorted(candidates, key=os.path.getmtime, reverse=True)
     fallback = next((c for c in candidates if c != checkpoint_dir(path) and checkpoint_problem(c) is None), None)
@@ -89,121 +107,177 @@ def last_good_checkpoint(path) -> Optional[str]:
     return fallback
 
 
-def key_checkpoint_by_global_name(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
-    """Before saving: weights and optimizer state keyed by their names in the whole model (valid at
-    any TP and PP size, and after growth) and this rank's layout; `network` is what the state dict
-    holds under `prefix`."""
-    names = global_names(network, prefix)
-    order = [names[n] for n in optimizer_param_names(network, prefix)]
-    checkpoint["state_dict"] = {names.get(k, k): v for k, v in checkpoint["state_dict"].items()}
-    checkpoint["optimizer_states"] = [state_by_name(s, order) for s in checkpoint.get("optimizer_states", [])]
-    checkpoint[LAYOUT] = {
-        "tp_rank": parallel.tp_rank(),
-        "tp_size": parallel.tp_size(),
-        "partition_dims": {names[k]: d for k, d in partition_dims(network, prefix).items()},
-    }
+def _plain(value: Any) -> Any:
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, type):  # Lightning's hparams_type: only load_from_checkpoint reads it
+        return f"{value.__module__}.{value.__qualname__}"
+    return str(value) if isinstance(value, Path) else value
 
 
-def read_this_rank(checkpoint: Dict[str, Any], network: torch.nn.Module, prefix: str = "model.") -> None:
-    """After loading: this rank's tensors (its pipeline stage's layers, at its TP shard) under the
-    network's own names, and the optimizer state keyed by number, as Lightning loads them."""
-    reader = ShardReader(checkpoint.pop(SHARDS))
-    names = global_names(network, prefix)
-    rank, size = parallel.tp_rank(), parallel.tp_size()
-    saved = checkpoint["state_dict"]  # the non-tensor entries (megatron's empty _extra_state)
-    checkpoint["state_dict"] = {
-        local: reader.read(MODEL, name, rank, size) if name in reader.tensors[MODEL] else saved[name]
-        for local, name in names.items()
-        if name in reader.tensors[MODEL] or name in saved
-    }
-    order = [names[n] for n in optimizer_param_names(network, prefix)]
-    moments = [key for key in reader.tensors if key != MODEL]
-    for opt in checkpoint.get("optimizer_states", []):
-        for name in order:
-            if name in opt["state"]:
-                opt["state"][name].update(
-                    {m: reader.read(m, name, rank, size) for m in moments if name in reader.tensors[m]}
-                )
-    groups = optimizer_groups(network)
-    checkpoint["optimizer_states"] = [state_by_index(s, order, groups) for s in checkpoint.get("optimizer_states", [])]
+def _serialized(value: Any) -> bytes:
+    """`value` saved by torch, if it loads back with weights_only (plain data and tensors)."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    torch.load(io.BytesIO(buffer.getvalue()), weights_only=True)
+    return buffer.getvalue()
 
 
-class FLMCheckpointIO(TorchCheckpointIO):
+def plain_trainer_state(checkpoint: Dict[str, Any]) -> bytes:
+    """The trainer state serialized as plain data (configs as dicts, classes by name), checked to
+    load with weights_only: a callback that stores an object fails here, at save, not at resume."""
+    state = _plain(checkpoint)
+    try:
+        return _serialized(state)
+    except pickle.UnpicklingError:
+        for key, value in state.items():
+            try:
+                _serialized(value)
+            except pickle.UnpicklingError as err:
+                reason = next((x for x in str(err).splitlines() if "Unsupported global" in x), str(err)[:160])
+                raise TypeError(f"the checkpoint's '{key}' is not plain data: {reason.strip()[:200]}") from None
+        raise
+
+
+def _write_state(folder: str, state: bytes) -> None:
+    with open(os.path.join(folder, TRAINER_STATE), "wb") as handle:
+        handle.write(state)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def link_checkpoint(src: str, dst: str, state: bytes) -> None:
+    """`dst` as a checkpoint holding `src`'s tensor files (hard links: no copy) and its own
+    trainer state, published whole."""
+    staging = partial_path(dst)
+    discard(staging)
+    os.makedirs(staging)
+    for name in os.listdir(src):
+        if name != TRAINER_STATE:
+            try:
+                os.link(os.path.join(src, name), os.path.join(staging, name))
+            except OSError:  # a filesystem without hard links
+                shutil.copy2(os.path.join(src, name), os.path.join(staging, name))
+    _write_state(staging, state)
+    publish(staging, dst)
+
+
+def remove_checkpoint_folder(folder: str) -> None:
+    """Renamed, then deleted: a kill mid-delete leaves a `.removing` folder (cleared at the next
+    start), never a damaged checkpoint under a checkpoint's name."""
+    doomed = f"{os.path.normpath(folder)}.removing"
+    discard(doomed)
+    if os.path.lexists(folder):
+        os.replace(folder, doomed)
+    discard(doomed)
+
+
+class FLMCheckpointIO(CheckpointIO):
+    def __init__(self, async_save: bool = False):
+        self.async_save = async_save
+        self._last: Optional[Tuple[Tuple[int, Any], str]] = None  # (step, samples) and folder of the last save
+        self._writing = None  # the future of the save in flight (async)
+        self._lock = threading.Lock()
+        self._deferred: List[Callable[[], None]] = []  # rank 0: what waits for the save in flight
+        self._error: Optional[BaseException] = None  # a failure of the background publish
+        self._failed = None  # the future of a background write that failed
+        self._done = threading.Event()  # set when no save is in flight
+        self._done.set()
+
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
-        if LAYOUT not in checkpoint:
+        """Every rank calls this with its pieces (FLMStrategy)."""
+        pieces = checkpoint.pop(PIECES, None)
+        if pieces is None:
             raise ValueError(
-                "this checkpoint has no layout (FLMModel.on_save_checkpoint did not run): "
+                "this checkpoint has no pieces (FLMModel.on_save_checkpoint did not run): "
                 "weights-only Lightning checkpoints are not supported, use the .nemo instead"
             )
-        layout = checkpoint[LAYOUT]
         root = checkpoint_dir(path)
+        event = (checkpoint["global_step"], checkpoint.get("consumed_samples"))
+        state = plain_trainer_state(checkpoint) if parallel.is_rank_zero() else b""
+        if self._last is not None and self._last[0] == event:  # the same weights again: link, write nothing
+            source = self._last[1]
+            if parallel.is_rank_zero() and source != root:
+                self._when_written(lambda: link_checkpoint(source, root, state))
+            return
+        self.wait()
         staging = partial_path(root)
-        first = parallel.tp_rank() == 0 and parallel.pp_rank() == 0
-        if first:
-            discard(staging)
-        parallel.mp_barrier()
-        writer = ShardWriter(staging, layout["tp_rank"], layout["tp_size"])
-        rest = dict(checkpoint)
-        rest["state_dict"] = writer.add_tensors(MODEL, checkpoint["state_dict"].items(), layout["partition_dims"])
-        rest["optimizer_states"] = [
-            self._write_optimizer(writer, opt, layout["partition_dims"])
-            for opt in checkpoint.get("optimizer_states", [])
-        ]
-        merge_tables(writer, parallel.pp_group())
-        rest = _merge_stages(rest)
-        if first:
-            torch.save(rest, os.path.join(staging, TRAINER_STATE))
-            writer.write_index()
-        parallel.mp_barrier()
-        if first:
+        self._last = (event, root)
+        future = dcp.save(pieces, staging, parallel.checkpoint_group(), background=self.async_save)
+        if future is None:
+            self._publish(staging, root, state)
+            return
+        with self._lock:
+            self._writing = future
+            self._done.clear()
+        future.add_done_callback(lambda done: self._finish_async(done, staging, root, state))
+
+    def _publish(self, staging: str, root: str, state: bytes) -> None:
+        """Rank 0, once every rank's files are written: the trainer state, then the rename."""
+        if parallel.is_rank_zero():
+            _write_state(staging, state)
             publish(staging, root)
 
-    @staticmethod
-    def _write_optimizer(writer: ShardWriter, opt: Dict[str, Any], dims: Dict[str, Any]) -> Dict[str, Any]:
-        """Write each parameter's moment tensors (group = the moment's name); the scalar step
-        stays in the trainer state. Returns the rest."""
-        state = {}
-        for name, entries in opt["state"].items():
-            state[name] = {}
-            for key, value in entries.items():
-                if torch.is_tensor(value) and value.ndim >= 1:
-                    writer.add(key, name, value, dims[name])
-                else:
-                    state[name][key] = value
-        return {**opt, "state": state}
+    def _finish_async(self, future, staging: str, root: str, state: bytes) -> None:
+        """The writer thread: publish, then what waited for it (removals, links), on rank 0. A
+        failed write publishes nothing and removes nothing: the older checkpoints stay."""
+        deferred: List[Callable[[], None]] = []
+        try:
+            if future.exception() is None:
+                self._publish(staging, root, state)
+                deferred = self._deferred
+            else:
+                self._failed = future
+                logging.error("checkpoint %s was not written: %s", root, future.exception())
+        except BaseException as err:  # noqa: BLE001 - raised in the training loop by wait()
+            self._error = err
+            deferred = []
+        with self._lock:
+            self._writing, self._deferred = None, []
+        try:
+            for action in deferred:
+                action()
+        finally:
+            self._done.set()
+
+    def _when_written(self, action: Callable[[], None]) -> None:
+        """Run `action` now, or after the save in flight is published."""
+        with self._lock:
+            if self._writing is not None:
+                self._deferred.append(action)
+                return
+        action()
+
+    def wait(self) -> None:
+        """Block until the save in flight is written and published; raise what failed."""
+        with self._lock:
+            future = self._writing
+        if future is not None or not self._done.is_set():
+            self._done.wait()
+        if self._failed is not None:
+            failed, self._failed = self._failed, None
+            failed.result()  # raises the write's own error
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
     def load_checkpoint(
         self, path, map_location: Optional[Any] = None, weights_only: Optional[bool] = None
     ) -> Dict[str, Any]:
-        """The trainer state; the tensors are read by FLMModel.on_load_checkpoint (read_this_rank),
-        which knows which layers and shards this rank holds."""
+        """The trainer state; the tensors are read by FLMModel.on_load_checkpoint, which knows
+        which pieces this rank holds."""
         checkpoint = read_trainer_state(path)
-        checkpoint[SHARDS] = checkpoint_dir(path)
+        checkpoint[FOLDER] = checkpoint_dir(path)
         return checkpoint
 
     def remove_checkpoint(self, path) -> None:
-        discard(checkpoint_dir(path))
+        """Rank 0 (Lightning's strategy): after the save in flight is published, never before."""
+        folder = checkpoint_dir(path)
+        self._when_written(lambda: remove_checkpoint_folder(folder))
 
-
-def _merge_stages(rest: Dict[str, Any]) -> Dict[str, Any]:
-    """The union of the pipeline stages' trainer states: their state-dict entries and per-parameter
-    optimizer scalars are keyed by global name, so one file describes the whole model."""
-    if parallel.pp_size() == 1:
-        return rest
-    stages: List[Dict[str, Any]] = [None] * parallel.pp_size()
-    dist.all_gather_object(stages, rest, group=parallel.pp_group())
-    merged = dict(stages[0])
-    merged["state_dict"] = {k: v for stage in stages for k, v in stage["state_dict"].items()}
-    merged["optimizer_states"] = [
-        _merge_optimizer([stage["optimizer_states"][i] for stage in stages])
-        for i in range(len(merged["optimizer_states"]))
-    ]
-    return merged
-
-
-def _merge_optimizer(parts: List[Dict[str, Any]]) -> Dict[str, Any]:
-    groups = [
-        {**group, "params": [n for part in parts for n in part["param_groups"][i]["params"]]}
-        for i, group in enumerate(parts[0]["param_groups"])
-    ]
-    return {**parts[0], "state": {k: v for part in parts for k, v in part["state"].items()}, "param_groups": groups}
+    def teardown(self) -> None:
+        self.wait()

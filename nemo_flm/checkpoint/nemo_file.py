@@ -21,7 +21,8 @@ from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output, discard
 from nemo_flm.checkpoint.nemo_archive import WEIGHTS
-from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter, merge_tables
+from nemo_flm.checkpoint.shards import ShardReader, ShardWriter, merge_tables
+from nemo_flm.checkpoint.weights import MODEL
 from nemo_flm.model.sharding import global_names, partition_dims
 
 

@@ -28,10 +28,14 @@ from torch import Tensor
 
 INDEX = "index.json"
 FORMAT = "nemo_flm.shards/1"
-MODEL = "model"  # the group holding a state dict's tensors
 
 
 def _file(root: str, group: str, name: str, shard: Optional[int]) -> str:
+    """The file of a tensor; names come from an index a checkpoint folder carries, so one that would
+    lead outside the folder (`..`, a path separator, an absolute path) is refused."""
+    for part in (group, name):
+        if not part or part in (".", "..") or os.sep in part or "/" in part or "\\" in part:
+            raise ValueError(f"'{root}' names a tensor '{group}/{name}' outside its folder: a corrupt or crafted index")
     suffix = f".tp{shard}" if shard is not None else ""
     return os.path.join(root, group, f"{name}{suffix}.safetensors")
 
@@ -125,6 +129,14 @@ class ShardReader:
             shard = src if self.tp_size > 1 else None
             pieces.append(self._slice(_file(self.root, group, name, shard), tuple(index)))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)
+
+    def read_box(self, group: str, name: str, offsets, sizes) -> Tensor:
+        """The box (offsets, sizes) of the full tensor; from a tp_size-1 folder only its bytes are
+        read (memory-mapped slices)."""
+        index = tuple(slice(o, o + n) for o, n in zip(offsets, sizes))
+        if self.tp_size == 1 or self.tensors[group][name]["partition_dim"] is None:
+            return self._slice(_file(self.root, group, name, None), index)
+        return self.read(group, name)[index]
 
     def verify(self) -> None:
         """Open every file the index names (safetensors checks that a file covers its header):

@@ -100,8 +100,9 @@ def parse_blend(data_cfg: Any) -> Optional[List[Dataset]]:
 
 
 def check_blend_files(data_cfg: Any) -> None:
-    """Every prefix of the blend has its .bin and .idx: checked by training before anything is built
-    (not by the schema, so a .nemo restores where its training data is absent)."""
+    """Every prefix of the blend has its .bin and .idx, of matching sizes: checked by training
+    before anything is built (not by the schema, so a .nemo restores where its training data is
+    absent)."""
     for d in parse_blend(data_cfg) or []:
         path = os.path.expanduser(d.prefix)
         if not (os.path.exists(path + ".bin") and os.path.exists(path + ".idx")):
@@ -109,3 +110,27 @@ def check_blend_files(data_cfg: Any) -> None:
                 f"data.blend: '{d.prefix}.bin/.idx' not found: run scripts/preprocess_data.py "
                 "or leave data.blend unset for the built-in corpus"
             )
+        check_bin_size(path)
+
+
+def check_bin_size(prefix: str) -> None:
+    """The .bin holds exactly the tokens its .idx points into. megatron maps the .bin without
+    checking, so a truncated copy (a full disk, an interrupted transfer) would build and then fail
+    mid-run on the one rank that first samples past its end."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+
+    try:
+        index = IndexedDataset(prefix, mmap=True).index
+    except Exception as err:  # noqa: BLE001 - any failure to read the index means it is unusable
+        raise ConfigError(
+            f"'{prefix}.idx' is not a readable megatron index ({type(err).__name__}): re-run scripts/preprocess_data.py"
+        ) from None
+    expected = 0
+    if len(index):  # the last sequence's start and length, in bytes
+        expected = int(index.sequence_pointers[-1]) + int(index.sequence_lengths[-1]) * index.dtype_size
+    actual = os.path.getsize(prefix + ".bin")
+    if actual != expected:
+        raise ConfigError(
+            f"'{prefix}.bin' holds {actual:,} bytes but its .idx describes {expected:,}: the .bin is truncated or "
+            "belongs to another .idx; re-run scripts/preprocess_data.py"
+        )

@@ -19,12 +19,11 @@ from torch import Tensor
 
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output
-from nemo_flm.checkpoint.shards import MODEL, ShardReader, ShardWriter
+from nemo_flm.checkpoint.shards import ShardReader, ShardWriter
+from nemo_flm.checkpoint.weights import MODEL, PREFIX
 from nemo_flm.config import ConfigError, ffn_size
-from nemo_flm.growth.optimizer_state import MOMENTS
 from nemo_flm.growth.plan import GrowthPlan
 from nemo_flm.model.sharding import global_names
-from nemo_flm.training.optim import optimizer_param_names
 
 
 def write_grown_checkpoint(
@@ -93,18 +92,28 @@ def copy_weights(network: torch.nn.Module, path: str) -> None:
             param.copy_(reader.read(MODEL, names[name], rank, size))
 
 
-def load_adam(network: torch.nn.Module, optimizer: torch.optim.Optimizer, path: str) -> None:
-    """Install the grown Adam state (if the checkpoint has one) into an engine's optimizer over
-    `network`, through its state dict (torch AdamW's, or megatron's seen through the adapter)."""
+def load_grown_state(engine: Any, path: str) -> None:
+    """The grown Adam state (if the checkpoint has one) read into an engine's optimizer, each rank
+    reading its own pieces (checkpoint/pieces.py: with megatron's distributed optimizer, only the
+    ranges it owns), then the engine's step count and weight all-gather (finish_load)."""
     reader = ShardReader(path)
     step = reader.meta["adam_step"]
     if step is None:
         return
-    names = global_names(network)
-    rank, size = parallel.tp_rank(), parallel.tp_size()
-    state = optimizer.state_dict()
-    state["state"] = {
-        index: {"step": torch.tensor(step), **{m: reader.read(m, names[name], rank, size) for m in MOMENTS}}
-        for index, name in enumerate(optimizer_param_names(network))
-    }
-    optimizer.load_state_dict(state)
+    engine.prepare_state()
+    with torch.no_grad():
+        for piece in engine.checkpoint_pieces(save=False, moments=True):
+            group, name = _stored(reader, piece.keys)
+            piece.tensor.copy_(reader.read_box(group, name, piece.offsets, piece.tensor.shape))
+    engine.finish_load(step)
+
+
+def _stored(reader: ShardReader, keys) -> Tuple[str, str]:
+    """(group, name) of the first of `keys` the grown checkpoint holds (it names tensors as the
+    network does, without FLMModel's prefix)."""
+    for key in keys:
+        group, name = key.split("/", 1)
+        name = name.removeprefix(PREFIX)
+        if name in reader.tensors.get(group, {}):
+            return group, name
+    raise ConfigError(f"grown checkpoint '{reader.root}' holds no '{keys[0]}': grow it again for this model")

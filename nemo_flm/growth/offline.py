@@ -18,12 +18,14 @@ from typing import Any, Dict, Mapping, Optional
 import torch
 from torch import Tensor
 
+from nemo_flm.checkpoint.lightning_io import ADAM_STEP
 from nemo_flm.checkpoint.shards import consolidate
 from nemo_flm.checkpoint.source import open_checkpoint
+from nemo_flm.checkpoint.weights import MOMENTS
 from nemo_flm.config import ConfigError, load_shape_config
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
-from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
+from nemo_flm.growth.optimizer_state import iter_grown_moments
 from nemo_flm.growth.plan import GrowthPlan, make_plan
 from nemo_flm.model import mup
 from nemo_flm.model.sharding import partition_dims
@@ -54,8 +56,7 @@ def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
     moments = [m for m in MOMENTS if reader.names(m)]
     if reader.tp_size > 1:
         reader = consolidate(reader, os.path.join(workdir, "tp1"), ["model", *moments])
-    optimizer = (state.get("optimizer_states") or [{"state": {}}])[0]["state"]
-    step = next((float(s["step"]) for s in optimizer.values() if "step" in s), None)
+    step = state.get(ADAM_STEP)
     return StageCheckpoint(
         reader.group("model", PREFIX),
         {m: reader.group(m, PREFIX) for m in moments},

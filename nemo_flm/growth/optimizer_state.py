@@ -8,10 +8,9 @@ from typing import Iterator, Mapping, Tuple
 
 from torch import Tensor
 
+from nemo_flm.checkpoint.weights import MOMENTS
 from nemo_flm.growth.operators import OUTPUT, iter_grown, zero_fill
 from nemo_flm.growth.plan import GrowthPlan
-
-MOMENTS = ("exp_avg", "exp_avg_sq")
 
 
 def iter_grown_moments(

@@ -33,7 +33,9 @@ from nemo_flm.growth.report import write_report
 def stage_job(cfg: DictConfig, index: int) -> DictConfig:
     """The plain job config of stage `index` (its exp_manager directory, shape and length)."""
     stage = cfg.stages[index]
-    job = copy.deepcopy(OmegaConf.masked_copy(cfg, ["name", "trainer", "exp_manager", "model", "train_tokens"]))
+    job = copy.deepcopy(
+        OmegaConf.masked_copy(cfg, ["name", "trainer", "exp_manager", "model", "train_tokens", "checkpoint"])
+    )
     job.model = OmegaConf.merge(cfg.model, stage.model)
     if stage.train_tokens is not None:  # the job's token-derived step counts follow
         job.train_tokens = stage.train_tokens

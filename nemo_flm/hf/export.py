@@ -23,7 +23,8 @@ import torch
 
 from nemo_flm.atomic import atomic_output
 from nemo_flm.checkpoint.nemo_archive import extract_nemo
-from nemo_flm.checkpoint.shards import MODEL, ShardReader
+from nemo_flm.checkpoint.shards import ShardReader
+from nemo_flm.checkpoint.weights import MODEL
 from nemo_flm.config import ffn_size, load_shape_config
 from nemo_flm.data.tokenizer import ENDOFTEXT, TOKENIZER_IDS, cl100k_path
 from nemo_flm.hf.hf_config import HF_DTYPES, check_exportable, to_hf_config

@@ -17,8 +17,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.shards import MODEL, ShardReader
+from nemo_flm.checkpoint.shards import ShardReader
 from nemo_flm.checkpoint.source import open_checkpoint
+from nemo_flm.checkpoint.weights import MODEL
 from nemo_flm.config import ConfigError, load_shape_config
 from nemo_flm.model.builder import build_model
 from nemo_flm.model.gpt import FLMGPTModel

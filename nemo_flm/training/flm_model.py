@@ -23,15 +23,15 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.lightning_io import key_checkpoint_by_global_name, read_this_rank
 from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.data.blend import Dataset
 from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_blend
 from nemo_flm.data.sampler import EvalBatchSampler, PretrainingBatchSampler
-from nemo_flm.growth.grown_checkpoint import load_adam
+from nemo_flm.growth.grown_checkpoint import load_grown_state
 from nemo_flm.growth.ramp import MaskRamp, start_from_grown
 from nemo_flm.model.builder import as_network, build_chunks, model_chunks
+from nemo_flm.training.checkpointing import attach, restore
 from nemo_flm.training.engine import build_engine, eval_sums
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.nonfinite import NonFiniteError
@@ -154,8 +154,8 @@ class FLMModel(ModelPT):
     def configure_optimizers(self):
         self._engine = build_engine(model_chunks(self.model), self.cfg)
         optimizer = self._engine.optimizer
-        if self.grown_from is not None:  # replaced by the checkpoint's state when resuming
-            load_adam(self.model, optimizer, self.grown_from)
+        if self.starts_from_growth:  # a resumed stage reads its own checkpoint's state instead
+            load_grown_state(self._engine, self.grown_from)
         scheduler = build_scheduler(optimizer, self.cfg.optim, self.cfg.global_batch_size)
         return [optimizer], [{"scheduler": scheduler, "interval": "step"}]
 
@@ -216,10 +216,10 @@ class FLMModel(ModelPT):
 
     # ------------------------------------------------------------- checkpoints
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        """Weights and Adam state keyed by global name and the TP layout, for the sharded checkpoint
-        (checkpoint/lightning_io.py) that any layout can resume or grow from."""
+        """This rank's pieces of the weights and Adam state, which every rank writes in parallel
+        into a checkpoint any layout can resume or grow from (training/checkpointing.py)."""
         checkpoint["consumed_samples"] = self.consumed_samples
-        key_checkpoint_by_global_name(checkpoint, self.model)
+        attach(checkpoint, self.model, self._engine)
         # Lightning saves its logging step before incrementing it for the current batch, so a
         # resumed run would log every step one behind the uninterrupted run (and overwrite the
         # last logged one); with one optimizer step per batch it equals global_step.
@@ -228,8 +228,10 @@ class FLMModel(ModelPT):
             loop["_batches_that_stepped"] = checkpoint["global_step"]
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        """Read this rank's pieces into the parameters and the engine's optimizer state (the
+        strategies restore after setup, so the engine exists)."""
         self.consumed_samples = int(checkpoint.get("consumed_samples", 0))
-        read_this_rank(checkpoint, self.model)
+        restore(checkpoint, self.model, self._engine, self.state_dict())
 
     def save_to(self, save_path: str) -> None:
         """Every rank takes part (each TP rank writes its shards); the .nemo is written under a

@@ -12,11 +12,13 @@ host once, at its end, for the logged numbers.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
 from nemo_flm import parallel
+from nemo_flm.checkpoint.pieces import Piece
+from nemo_flm.checkpoint.weights import MOMENTS, shard_pieces
 from nemo_flm.training.forward_step import Batch, micro_batch_losses
 from nemo_flm.training.nonfinite import all_finite, check
 from nemo_flm.training.optim import build_optimizer, clip_grad_norm
@@ -35,6 +37,27 @@ class LocalEngine:
     def rebind(self, chunks) -> None:
         """The network was replaced (the MSG fold); it holds the same parameters."""
         (self.model,) = chunks
+
+    def checkpoint_pieces(self, save: bool, moments: bool) -> List[Piece]:
+        """This rank's weights and, with `moments`, its Adam moments: each TP shard whole."""
+        return shard_pieces(self.model, save, (lambda p: self.optimizer.state.get(p, {})) if moments else None)
+
+    def adam_step(self) -> float:
+        """AdamW's step count (0 before the first update)."""
+        return max((float(state["step"]) for state in self.optimizer.state.values()), default=0.0)
+
+    def prepare_state(self) -> None:
+        """Zero Adam state for every parameter, which a checkpoint's moments are read into."""
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                zeros = [torch.zeros_like(param, memory_format=torch.preserve_format) for _ in MOMENTS]
+                self.optimizer.state[param] = {"step": torch.tensor(0.0), **dict(zip(MOMENTS, zeros))}
+
+    def finish_load(self, step: Optional[float]) -> None:
+        """The step count of every parameter's state, once its moments are read."""
+        if step is not None:
+            for state in self.optimizer.state.values():
+                state["step"] = torch.tensor(float(step))
 
     def train_step(self, batch: Batch, optimizer_step: Optional[Callable] = None) -> Tuple[float, float]:
         """(loss, gradient norm before clipping) of one optimizer step. `optimizer_step` is the

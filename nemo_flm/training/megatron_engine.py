@@ -26,6 +26,7 @@ from megatron.core.optimizer.optimizer_config import ParamKey, ParamPredicate
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from nemo_flm import parallel
+from nemo_flm.checkpoint.pieces import Piece
 from nemo_flm.config import ConfigError
 from nemo_flm.model.builder import DTYPES, as_network
 from nemo_flm.training.forward_step import LOGGED, Batch, forward_step, micro_batches
@@ -109,8 +110,9 @@ class MegatronEngine:
         for group in self.inner.param_groups:
             group["weight_decay"] = cfg.optim.weight_decay * group["wd_mult"]
             group["lr"] = cfg.optim.lr * group["lr_mult"]
+        self.network = as_network(chunks)
         self.optimizer = MegatronOptimizerAdapter(
-            self.inner, as_network(chunks), cfg.optim.weight_decay, cfg.optim.on_nonfinite
+            self.inner, self.network, cfg.optim.weight_decay, cfg.optim.on_nonfinite
         )
         config = chunks[0].config
         config.finalize_model_grads_func = finalize_model_grads
@@ -129,6 +131,21 @@ class MegatronEngine:
         megatron's gradient hooks and buffers follow): point the DDP wrappers at it."""
         for wrapper, chunk in zip(self.chunks, chunks):
             wrapper.module = chunk
+        self.network = as_network(chunks)
+
+    def checkpoint_pieces(self, save: bool, moments: bool) -> List[Piece]:
+        """The ranges of the weights, fp32 main weights and (with `moments`) Adam moments that this
+        rank's share of the distributed optimizer owns (training/megatron_optimizer.py)."""
+        return self.optimizer.checkpoint_pieces(self.network, save, moments)
+
+    def adam_step(self) -> float:
+        return self.optimizer.adam_step()
+
+    def prepare_state(self) -> None:
+        self.optimizer.prepare_state()
+
+    def finish_load(self, step: Optional[float]) -> None:
+        self.optimizer.finish_load(step)
 
     def train_step(self, batch: Batch, optimizer_step: Optional[Callable] = None) -> Tuple[float, float]:
         """(loss, gradient norm before clipping) of one optimizer step. `optimizer_step` is the

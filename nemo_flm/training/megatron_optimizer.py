@@ -1,16 +1,15 @@
 """megatron's distributed optimizer as the torch Optimizer that Lightning and NeMo's LR schedulers
 expect (the role of NeMo 1.x's McoreDistributedOptimizer).
 
-The LR scheduler writes `lr` into megatron's own param groups. The state dict is the local
-engine's: torch AdamW's layout over nemo_flm's parameter order (training/optim.param_groups), with
-every moment a whole tensor of this rank's TP shard, so checkpoints (keyed by parameter name,
-checkpoint/lightning_io.py) resume at any layout and with either engine. megatron shards each
-flattened parameter's fp32 main copy and Adam moments over the data-parallel group; `state_dict`
-assembles them on DP rank 0 with one reduce per tensor over that group (every rank calls it:
-Lightning builds the checkpoint on all ranks; DP rank 0 writes it) and `load_state_dict` keeps
-this rank's range. Per-parameter access uses the distributed optimizer's range maps
-(megatron-core 0.16.x). Checkpoint cost: the moments of this rank's parameters in host memory on
-DP rank 0 (8 bytes per parameter, 12 with a bf16 model's fp32 main weights).
+The LR scheduler writes `lr` into megatron's own param groups; the state dict holds the param
+groups in nemo_flm's order (training/optim.param_groups), keyed by role, so either engine resumes
+the other's. megatron shards each flattened parameter's fp32 main copy and Adam moments over the
+data-parallel group: checkpoints hold them as each rank's own ranges of the full tensors
+(checkpoint_pieces, checkpoint/pieces.py), written and read by every rank in parallel, so no rank
+gathers another's state and a resume reads each byte once; the weights, which every data-parallel
+rank holds whole, are likewise written and read as the owned ranges and all-gathered by megatron
+after loading. Per-parameter access uses the distributed optimizer's range maps (megatron-core
+0.16.x).
 """
 
 from __future__ import annotations
@@ -21,11 +20,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from nemo_flm import parallel
+from nemo_flm.checkpoint.pieces import Piece, range_pieces
+from nemo_flm.checkpoint.weights import MAIN_PARAM, MOMENTS, PREFIX, weight_keys
+from nemo_flm.model.sharding import global_names, partition_dims
 from nemo_flm.training.nonfinite import all_finite, check
 from nemo_flm.training.optim import param_groups, schedule_lr
-
-MOMENTS = ("exp_avg", "exp_avg_sq")
-MAIN_PARAM = "main_param"  # the fp32 master copy of a low-precision parameter
 
 
 class MegatronOptimizerAdapter(torch.optim.Optimizer):
@@ -82,36 +82,58 @@ class MegatronOptimizerAdapter(torch.optim.Optimizer):
         """This rank's shard of the fp32 main parameter ('param') and of its Adam moments."""
         return self._part(param)._get_main_param_and_optimizer_states(param)
 
-    def _step_count(self, device: torch.device) -> float:
-        """Adam's step count: per parameter in torch's AdamW, per group in TE's and apex's FusedAdam."""
-        steps = [float(self._tensors(p).get("step", 0)) for p in self._params() if self._owned(p)]
+    def adam_step(self) -> float:
+        """Adam's step count (0 before the first update): per parameter in torch's AdamW, per group
+        in TE's and apex's FusedAdam; the maximum over data parallel, since a rank may own none."""
+        params = self._params()
+        steps = [float(self._tensors(p).get("step", 0)) for p in params if self._owned(p)]
         steps += [float(g["step"]) for part in self.parts for g in part.optimizer.param_groups if "step" in g]
-        count = torch.tensor(max(steps, default=0.0), device=device)
+        count = torch.tensor(max(steps, default=0.0), device=params[0].device)
         dist.all_reduce(count, op=dist.ReduceOp.MAX, group=self.parts[0].data_parallel_group)
         return float(count)
 
-    def _gather(self, param: Tensor, key: str) -> Optional[Tensor]:
-        """The whole (TP-shard) tensor `key` of `param`, fp32, assembled on DP rank 0 (the rank
-        that writes checkpoints, FLMStrategy); None on the others."""
-        full = torch.zeros(param.numel(), dtype=torch.float32, device=param.device)
-        owned = self._owned(param)
-        if owned is not None:
-            full[owned[0] : owned[1]] = self._tensors(param)[key]
-        group = self._part(param).data_parallel_group
-        dist.reduce(full, dst=dist.get_global_rank(group, 0), group=group)
-        return full.view(param.shape).cpu() if dist.get_rank(group) == 0 else None
+    def checkpoint_pieces(self, network: torch.nn.Module, save: bool, moments: bool) -> List[Piece]:
+        """What this rank holds of the model: for each parameter, the flat range of its TP shard
+        that this rank's optimizer owns, of the weights, the fp32 main weights (of a low-precision
+        parameter) and, with `moments`, the Adam moments; tensors replicated over TP are saved by
+        TP rank 0 only. Writing and reading these ranges, no rank gathers or reads another's."""
+        names, dims = global_names(network, PREFIX), partition_dims(network)
+        key_of = {id(p): k for k, p in network.named_parameters()}
+        rank, size = parallel.tp_rank(), parallel.tp_size()
+        pieces: List[Piece] = []
+        for param in self._params():
+            owned, key = self._owned(param), key_of[id(param)]
+            if owned is None or (save and dims[key] is None and rank != 0):
+                continue
+            name, tensors = names[PREFIX + key], self._tensors(param)
+            sources = [(weight_keys(name, param.dtype, save), param.detach().view(-1)[owned[0] : owned[1]])]
+            if param.dtype != torch.float32:
+                sources.append(((f"{MAIN_PARAM}/{name}", f"model/{name}"), tensors["param"]))
+            if moments:
+                sources += [((f"{m}/{name}",), tensors[m]) for m in MOMENTS]
+            for keys, flat in sources:
+                pieces += range_pieces(keys, flat, param.shape, owned[0], dims[key], rank, size)
+        return pieces
+
+    def prepare_state(self) -> None:
+        """Create the (zero) Adam state that a checkpoint's moments are read into."""
+        for part in self.parts:
+            part.init_state_fn(part.optimizer, part.config)
+
+    def finish_load(self, step: Optional[float]) -> None:
+        """After this rank's ranges were read: the step count, and every rank's weights gathered
+        over data parallel by megatron's own parameter all-gather (each rank read only its range)."""
+        if step is not None:
+            for param in self._params():
+                if self._owned(param) is not None:
+                    self._set_step(param, step)
+        chunks = {id(c): c for part in self.parts for c in part.model_chunks}
+        for chunk in chunks.values():
+            chunk.start_param_sync(force_sync=True)
 
     def state_dict(self) -> Dict[str, Any]:
-        """Every DP rank takes part (one reduce per tensor); DP rank 0 gets the moments."""
-        params = self._params()
-        step = self._step_count(params[0].device)
-        state = {}
-        if step > 0:
-            for index, param in enumerate(params):
-                keys = MOMENTS + ((MAIN_PARAM,) if param.dtype != torch.float32 else ())
-                entry = {key: self._gather(param, "param" if key == MAIN_PARAM else key) for key in keys}
-                if all(value is not None for value in entry.values()):
-                    state[index] = {"step": torch.tensor(step), **entry}
+        """The param groups (names, decay, μP multiplier, the LR in force) in nemo_flm's order; the
+        tensors are written by checkpoint_pieces, not gathered here."""
         hyper = {k: v for k, v in self.inner.param_groups[0].items() if k in ("betas", "eps", "initial_lr")}
         lr = schedule_lr(self.inner)
         groups, start = [], 0
@@ -120,30 +142,14 @@ class MegatronOptimizerAdapter(torch.optim.Optimizer):
             keys = ("name", "weight_decay", "lr_mult")
             groups.append({**hyper, **{k: group[k] for k in keys}, "lr": lr * group["lr_mult"], "params": indices})
             start += len(indices)
-        return {"state": state, "param_groups": groups}
+        return {"state": {}, "param_groups": groups}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Install this rank's range of each parameter's moments (and fp32 main weights), the step
-        count, and the saved learning rate (the scheduler's own state does not set it)."""
+        """The saved learning rate (the scheduler's own state does not set it); the tensors and the
+        step count come through checkpoint_pieces and finish_load."""
         saved = state_dict["param_groups"][0]
         for group in self.inner.param_groups:
             group["lr"] = saved["lr"] / saved.get("lr_mult", 1.0) * group["lr_mult"]
-        if not state_dict["state"]:  # saved before any update: a fresh optimizer is that state
-            return
-        for part in self.parts:
-            part.init_state_fn(part.optimizer, part.config)
-        step = next(iter(state_dict["state"].values()))["step"]
-        with torch.no_grad():
-            for index, param in enumerate(self._params()):
-                entry, owned = state_dict["state"].get(index), self._owned(param)
-                if owned is None:
-                    continue
-                tensors = self._tensors(param)
-                for key in MOMENTS + (MAIN_PARAM,):
-                    if entry is not None and key in entry:
-                        shard = entry[key].reshape(-1)[owned[0] : owned[1]]
-                        tensors["param" if key == MAIN_PARAM else key].copy_(shard)
-                self._set_step(param, step)
 
     def _set_step(self, param: Tensor, step) -> None:
         """Per parameter (torch AdamW, in the main-parameter shard's state) and per group (FusedAdam)."""

@@ -151,10 +151,13 @@ def _counts_on_this_rank(param: torch.Tensor) -> bool:
 
 
 def grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
-    """Global L2 norm of the gradients across the model-parallel group (fp32), on the gradients'
-    device (the one the process group's backend serves), with no host sync."""
+    """Global L2 norm of the gradients across the model-parallel group (fp32), on the parameters'
+    device (the one the process group's backend serves), with no host sync. A rank whose
+    parameters hold no gradient still takes part, with a zero on that device (a CPU tensor would
+    reach NCCL on a GPU run)."""
+    params = list(params)
     grads = [p.grad.detach().float() for p in params if p.grad is not None and _counts_on_this_rank(p)]
-    device = grads[0].device if grads else torch.device("cpu")
+    device = params[0].device if params else torch.device("cpu")
     squares = torch.stack([g.pow(2).sum() for g in grads]).sum() if grads else torch.zeros((), device=device)
     parallel.all_reduce(squares, parallel_state.get_model_parallel_group())
     return squares.sqrt()
@@ -162,9 +165,10 @@ def grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
 
 def clip_grad_norm(params: Iterable[torch.Tensor], max_norm: float) -> torch.Tensor:
     """Scale gradients so the global norm is at most max_norm; returns the norm before clipping."""
-    params = [p for p in params if p.grad is not None]
+    params = list(params)
     norm = grad_norm(params)
-    if max_norm > 0 and params:
+    grads = [p.grad for p in params if p.grad is not None]
+    if max_norm > 0 and grads:
         coeff = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-        torch._foreach_mul_([p.grad for p in params], coeff.to(params[0].grad.dtype))
+        torch._foreach_mul_(grads, coeff.to(grads[0].dtype))
     return norm

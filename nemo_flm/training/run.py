@@ -5,23 +5,25 @@ scripts/train.py calls this after Hydra composed the config; tests call it direc
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Iterable, Tuple
 
 import lightning.pytorch as pl
+import torch
 from nemo.utils.exp_manager import exp_manager
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
-from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, checkpoint_problem, last_good_checkpoint
-from nemo_flm.config import ConfigError, check_ramp_fits, load_model_config
+from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
+from nemo_flm.config import check_ramp_fits, load_model_config
 from nemo_flm.data.blend import check_blend_files
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
 from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint
+from nemo_flm.training.devices import resolve_devices
 from nemo_flm.training.engine import resolve_engine
 from nemo_flm.training.flm_model import FLMModel
-from nemo_flm.training.strategy import FLMStrategy
+from nemo_flm.training.resume import checkpoint_folder, clear_unfinished_markers, decide_resume
+from nemo_flm.training.strategy import FLMSingleDeviceStrategy, FLMStrategy
 from nemo_flm.training.summary import start_lines, summarize, summary_lines
 
 
@@ -35,19 +37,16 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     model_cfg = load_model_config(cfg.model)  # fails before any directory is created
     _check_inputs(model_cfg, cfg.trainer.max_steps)
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    world = _world_size(trainer_kwargs)  # trainer.devices x trainer.num_nodes
+    world = resolve_devices(trainer_kwargs)  # trainer.devices x trainer.num_nodes
     par = model_cfg.parallel
     parallel.check_world_size(world, par.tensor_model_parallel_size, par.pipeline_model_parallel_size)
-    if world > 1:
-        trainer_kwargs.setdefault("strategy", FLMStrategy())
-    else:
-        trainer_kwargs.setdefault("plugins", [FLMCheckpointIO()])
+    trainer_kwargs.setdefault("strategy", _strategy(world, trainer_kwargs, cfg.checkpoint.async_save))
     trainer = pl.Trainer(callbacks=list(callbacks), **trainer_kwargs)
-    # a copy: exp_manager writes into the config it is given
-    log_dir = exp_manager(trainer, OmegaConf.create(OmegaConf.to_container(cfg.exp_manager, resolve=True)))
-    if trainer.ckpt_path:  # exp_manager's resume: fall back past a corrupt or truncated last checkpoint
-        trainer.ckpt_path = _resume_checkpoint(trainer.ckpt_path)
-    model = FLMModel(model_cfg, trainer=trainer)
+    exp_cfg = OmegaConf.to_container(cfg.exp_manager, resolve=True)  # a copy: exp_manager writes into it
+    clear_unfinished_markers(checkpoint_folder(trainer, exp_cfg))
+    log_dir = exp_manager(trainer, OmegaConf.create(exp_cfg))
+    model = FLMModel(model_cfg, trainer=trainer)  # starts the process groups
+    trainer.ckpt_path = decide_resume(trainer.ckpt_path)  # training/resume.py
     model.data_blend()  # on every rank: the built-in corpus is prepared once, rank 0 first
     if parallel.is_rank_zero():
         _print(start_lines(model, trainer, str(log_dir)))
@@ -72,21 +71,15 @@ def _check_inputs(model_cfg: DictConfig, max_steps: int) -> None:
         check_ramp_fits(model_cfg.growth, max_steps, "the job")
 
 
-def _resume_checkpoint(path: str) -> str:
-    good = last_good_checkpoint(path)
-    if good is None:
-        raise ConfigError(
-            f"cannot resume: {checkpoint_problem(path)}, and no whole checkpoint is beside it: move the "
-            f"'{os.path.dirname(path)}' folder away to start over"
-        )
-    return good
+def _strategy(world: int, trainer_kwargs: dict, async_save: bool):
+    """FLMStrategy over several processes, its single-device form for one; both write and read
+    checkpoints on every rank (training/strategy.py)."""
+    io = FLMCheckpointIO(async_save=async_save)
+    if world > 1:
+        return FLMStrategy(checkpoint_io=io)
+    cpu = trainer_kwargs.get("accelerator") == "cpu" or not torch.cuda.is_available()
+    return FLMSingleDeviceStrategy(device=torch.device("cpu") if cpu else torch.device("cuda", 0), checkpoint_io=io)
 
 
 def _print(lines) -> None:
     print("\n".join(lines), flush=True)
-
-
-def _world_size(trainer_kwargs: dict) -> int:
-    devices = trainer_kwargs.get("devices", 1)
-    per_node = devices if isinstance(devices, int) and devices > 0 else 1
-    return per_node * int(trainer_kwargs.get("num_nodes", 1))

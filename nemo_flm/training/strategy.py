@@ -1,11 +1,14 @@
-"""Lightning's DDP process management without the DDP wrapper, saving sharded checkpoints.
+"""Lightning's process management, saving and restoring checkpoints on every rank.
 
 megatron's tensor/pipeline groups sit inside the data-parallel world, so torch's DDP (which
 all-reduces every gradient over the whole world) would be wrong; gradients are reduced over the
 data-parallel group by the training engine instead (training/engine.py: megatron-core's DDP on
-GPUs, parallel.reduce_grads on CPU), the role NeMo 1.x's NLPDDPStrategy played. Checkpoints are
-written by every TP x PP rank of data-parallel rank 0, each its own shards
-(checkpoint/lightning_io.py), not by global rank 0 alone.
+GPUs, parallel.reduce_grads on CPU), the role NeMo 1.x's NLPDDPStrategy played.
+
+Checkpoints (checkpoint/lightning_io.py): every rank writes its own pieces of the weights and Adam
+state, so save_checkpoint runs on every rank, not on rank 0 alone; and a resume restores after the
+engine is built (restore_checkpoint_after_setup), so each rank reads its pieces straight into the
+engine's parameters and optimizer state. One process alone uses the single-device form of both.
 """
 
 from __future__ import annotations
@@ -13,14 +16,19 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import lightning.pytorch as pl
-from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 
-from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 
 
-class FLMStrategy(DDPStrategy):
+class _RestoreAfterSetup:
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        return True
+
+
+class FLMStrategy(_RestoreAfterSetup, DDPStrategy):
     def __init__(self, **kwargs: Any):
         kwargs.setdefault("checkpoint_io", FLMCheckpointIO())
         super().__init__(**kwargs)
@@ -40,5 +48,10 @@ class FLMStrategy(DDPStrategy):
         self.setup_precision_plugin()
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], filepath, storage_options: Optional[Any] = None) -> None:
-        if parallel.dp_rank() == 0:
-            self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+        self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+
+
+class FLMSingleDeviceStrategy(_RestoreAfterSetup, SingleDeviceStrategy):
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("checkpoint_io", FLMCheckpointIO())
+        super().__init__(**kwargs)

@@ -80,48 +80,101 @@ def test_a_nan_step_stops_before_its_update_and_keeps_the_last_checkpoint(tmp_pa
     assert max(read_trainer_state(p)["global_step"] for p in checkpoints) == 2
 
 
-def _run(cwd: Path, max_steps: int, kill_after_checkpoint: bool = False) -> int:
-    """scripts/train.py in `cwd`; with kill_after_checkpoint, SIGKILL it soon after the first
-    checkpoint appears (mid-step or mid-save). Returns the exit code."""
+def _published(folder: Path) -> bool:
+    return any(p.name.endswith("-last") for p in folder.glob("*"))
+
+
+def _writing(folder: Path) -> bool:
+    """A checkpoint is being written (its staging folder holds a file) after one was published."""
+    return _published(folder) and any(any(p.iterdir()) for p in folder.glob("*.partial"))
+
+
+def _run(cwd: Path, max_steps: int, *overrides: str, kill_when=None, delay: float = 0.0) -> int:
+    """scripts/train.py in `cwd`; with kill_when (a test of the checkpoint folder), SIGKILL it
+    `delay` seconds after the test first holds. Returns the exit code."""
     cwd.mkdir(exist_ok=True)
-    cmd = [sys.executable, SCRIPT, *SMALL, f"trainer.max_steps={max_steps}"]
+    cmd = [sys.executable, SCRIPT, *SMALL, f"trainer.max_steps={max_steps}", *overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if kill_after_checkpoint:
+    if kill_when is not None:
         folder = cwd / "nemo_experiments" / "flm_tiny" / "checkpoints"
         deadline = time.time() + 300
-        while time.time() < deadline and not any(p.name.endswith("-last") for p in folder.glob("*")):
-            time.sleep(0.05)
-        time.sleep(1.5)
+        while time.time() < deadline and proc.poll() is None and not kill_when(folder):
+            time.sleep(0.002)
+        time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
     _, err = proc.communicate(timeout=600)
-    assert kill_after_checkpoint or proc.returncode == 0, err[-3000:]
+    assert kill_when is not None or proc.returncode == 0, err[-3000:]
     return proc.returncode
 
 
-def test_killed_run_resumes_on_the_uninterrupted_trajectory(tmp_path):
-    _run(tmp_path / "whole", 8)
-    assert _run(tmp_path / "killed", 8, kill_after_checkpoint=True) == -signal.SIGKILL
-    _run(tmp_path / "killed", 8)
+def _same_trajectory(run: Path, reference: Path) -> None:
     tags = ["train_loss", "grad_norm"]
-    whole = read_scalars(str(tmp_path / "whole" / "nemo_experiments" / "flm_tiny"), tags)
-    resumed = read_scalars(str(tmp_path / "killed" / "nemo_experiments" / "flm_tiny"), tags)
+    whole = read_scalars(str(reference / "nemo_experiments" / "flm_tiny"), tags)
+    resumed = read_scalars(str(run / "nemo_experiments" / "flm_tiny"), tags)
     for tag in tags:
         assert dict(resumed[tag]) == dict(whole[tag]), tag
 
 
+@pytest.fixture(scope="module")
+def whole(module_tmp) -> Path:
+    _run(module_tmp / "whole", 8)
+    return module_tmp / "whole"
+
+
+def test_killed_run_resumes_on_the_uninterrupted_trajectory(whole, tmp_path):
+    assert _run(tmp_path / "killed", 8, kill_when=_published, delay=1.5) == -signal.SIGKILL
+    _run(tmp_path / "killed", 8)
+    _same_trajectory(tmp_path / "killed", whole)
+
+
+def test_a_run_killed_during_an_async_save_resumes_on_the_uninterrupted_trajectory(whole, tmp_path):
+    """kill -9 while the background thread writes a checkpoint (its staging folder is filling):
+    the previous checkpoint is whole (nothing is removed before the new one is published), and the
+    same command resumes from it onto the uninterrupted (synchronous) run's losses."""
+    from nemo_flm.checkpoint.lightning_io import checkpoint_problem
+
+    run = tmp_path / "killed"
+    assert _run(run, 8, "checkpoint.async_save=true", kill_when=_writing) == -signal.SIGKILL
+    folder = run / "nemo_experiments" / "flm_tiny" / "checkpoints"
+    assert _writing(folder), "killed after the write, not during it"
+    published = [p for p in folder.iterdir() if p.is_dir() and not p.name.endswith(".partial")]
+    assert published and all(checkpoint_problem(p) is None for p in published), published
+    _run(run, 8, "checkpoint.async_save=true")
+    _same_trajectory(run, whole)
+
+
+def test_nemos_unfinished_marker_beside_a_whole_checkpoint_does_not_stop_the_resume(whole, tmp_path):
+    """NeMo sets '<checkpoint>-unfinished' before each save and removal and clears it after: a kill
+    in between leaves it beside a 'last' checkpoint that is whole (folders appear and disappear by
+    rename), and exp_manager alone would refuse to resume."""
+    run = tmp_path / "marked"
+    _run(run, 4)
+    folder = run / "nemo_experiments" / "flm_tiny" / "checkpoints"
+    (last,) = [p for p in folder.iterdir() if p.name.endswith("-last")]
+    (folder / f"{last.name}-unfinished").touch()
+    _run(run, 8)
+    _same_trajectory(run, whole)
+    assert not list(folder.glob("*-unfinished"))
+
+
 def test_a_corrupt_last_checkpoint_falls_back_to_the_previous_whole_one(tmp_path, caplog):
+    """Step 4's 'last' is a hard link of step 4's top-k checkpoint (one write per event), so a
+    damaged file damages both: the resume falls back to step 4's. (Step 2 saves 'last' alone: its
+    validation runs after the save, so top-k has no val_loss yet.)"""
     from nemo_flm.checkpoint.lightning_io import read_trainer_state
 
-    _train(tmp_path, "trainer.max_steps=4")
+    name = "+exp_manager.checkpoint_callback_params.filename='flm-{step}'"
+    _train(tmp_path, "trainer.max_steps=6", name)
     folder = tmp_path / "flm_tiny" / "checkpoints"
     (last,) = [p for p in folder.iterdir() if p.name.endswith("-last")]
-    victim = next((last / "model").glob("*.safetensors"))
+    steps = {p.name: read_trainer_state(p)["global_step"] for p in folder.iterdir() if p.is_dir()}
+    assert steps == {"flm-step=4": 4, "flm-step=6": 6, "flm-step=6-last": 6}, steps
+    victim = next(last.glob("*.distcp"))
+    assert victim.stat().st_nlink == 2  # shared with flm-step=6
     victim.write_bytes(victim.read_bytes()[:-64])  # truncated, as by a full disk
-    others = [p for p in folder.iterdir() if p.is_dir() and p != last]
-    assert others and all(read_trainer_state(p)["global_step"] in (2, 4) for p in others)
-    _, trainer, _ = _train(tmp_path, "trainer.max_steps=6")
-    assert trainer.global_step == 6
+    _, trainer, _ = _train(tmp_path, "trainer.max_steps=8", name)
+    assert trainer.global_step == 8
     lines = [r.getMessage() for r in caplog.records if "not resuming from" in r.getMessage()]
     assert len(lines) == 1 and str(victim) in lines[0]
-    assert any(lines[0].endswith(f"resuming from {p}") for p in others), lines
+    assert lines[0].endswith(f"resuming from {folder / 'flm-step=4'}"), lines

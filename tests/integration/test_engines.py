@@ -8,7 +8,7 @@ TP x PP leaves)."""
 import pytest
 import torch
 
-from tests.helpers import end_ranks, run_ranks, tiny_cfg
+from tests.helpers import end_ranks, local_engine, read_checkpoint, run_ranks, tiny_cfg, write_checkpoint
 
 MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -56,30 +56,23 @@ def _train(engine, batch, dp_rank, dp_size):
 
 
 def _save(engine, network, cfg, path):
-    """The checkpoint Lightning would write at this step, through FLMModel's hook and FLMCheckpointIO."""
+    """The checkpoint Lightning would write at this step (FLMModel's hook, FLMCheckpointIO on every
+    rank), and the .nemo weights FLMModel.save_to would write."""
     from nemo_flm import parallel
-    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, key_checkpoint_by_global_name
     from nemo_flm.checkpoint.nemo_file import write_weights
 
-    checkpoint = {
-        "state_dict": {f"model.{k}": v for k, v in network.state_dict().items()},
-        "optimizer_states": [engine.optimizer.state_dict()],
-        "hyper_parameters": {"cfg": cfg},
-        "global_step": STEPS,
-    }
-    key_checkpoint_by_global_name(checkpoint, network)
+    write_checkpoint(path, cfg, engine, STEPS)
     if parallel.dp_rank() == 0:
-        FLMCheckpointIO().save_checkpoint(checkpoint, path)
         holder = torch.nn.Module()  # what FLMModel is to write_weights: the network under `.model`
         holder.model = network
         write_weights(holder, f"{path}.nemo_weights")
 
 
 def _resume(path, batch):
-    """The megatron engine at TP2 x PP2 resumes the DP4 run's checkpoint (Adam sharded 4 ways):
-    (the LR it restored, the loss of its next step)."""
+    """The megatron engine at TP2 x PP2 resumes the DP4 run's checkpoint (Adam sharded 4 ways,
+    each rank reading only the ranges it owns now): (the LR it restored, the loss of its next
+    step)."""
     from nemo_flm import parallel
-    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, read_this_rank
     from nemo_flm.model.builder import as_network, build_chunks, model_chunks
     from nemo_flm.training.megatron_engine import MegatronEngine
     from nemo_flm.training.optim import schedule_lr
@@ -88,10 +81,7 @@ def _resume(path, batch):
     parallel.initialize(cfg.parallel, cfg.seed)
     network = as_network(build_chunks(cfg))
     engine = MegatronEngine(model_chunks(network), cfg)
-    checkpoint = FLMCheckpointIO().load_checkpoint(path)
-    read_this_rank(checkpoint, network)
-    network.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
-    engine.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    read_checkpoint(path, engine)
     restored = schedule_lr(engine.inner)
     for group in engine.inner.param_groups:
         group["lr"] = cfg.optim.lr * group["lr_mult"]
@@ -203,8 +193,9 @@ def test_every_layout_gives_the_single_process_losses_and_weights(reference, lay
 
 
 def test_a_dp4_checkpoint_resumes_at_tp2_pp2_on_the_megatron_engine(reference, layouts):
-    """Adam state sharded over 4 DP ranks, gathered on save, re-sharded by TP x PP on load: the next
-    step's loss is the single-process run's; the LR in force when saving is restored."""
+    """Adam state sharded over 4 DP ranks, each writing its own ranges, read by TP x PP x DP ranks
+    at other ranges: the next step's loss is the single-process run's; the LR in force when saving
+    is restored."""
     third = reference[3]
     for rank in range(4):
         restored, loss = torch.load(f"{layouts}.rank{rank}")["resumed"]
@@ -228,28 +219,23 @@ def test_a_tp2_pp2_nemo_restores_at_tp2_pp2_and_at_tp1(reference, layouts):
 
 
 def test_a_tp2_pp2_checkpoint_resumes_at_tp1_and_grows(reference, layouts, tmp_path):
-    """Written by 4 ranks of the megatron engine (each stage its own layers, Adam sharded over DP
-    and gathered), read in one process by the local engine: the same weights and Adam moments, and
-    the next step's loss is the single-process run's; the .nemo weights the same ranks wrote hold
-    the same tensors; offline growth reads the checkpoint too."""
-    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, read_this_rank
+    """Written by 4 ranks of the megatron engine (each stage its own layers, each DP rank its own
+    ranges of the weights and Adam state), read in one process by the local engine: the same
+    weights and Adam moments, and the next step's loss is the single-process run's; the .nemo
+    weights the same ranks wrote hold the same tensors; offline growth reads the checkpoint too."""
     from nemo_flm.checkpoint.shards import ShardReader
     from nemo_flm.growth.offline import grow_checkpoint
     from nemo_flm.growth.operators import default_fill, iter_grown
     from nemo_flm.growth.plan import make_plan
     from nemo_flm.model.builder import build_model
-    from nemo_flm.training.local_engine import LocalEngine
 
     _, _, moments, third, _ = reference
     ref = torch.load(layouts)
     ckpt_path = f"{layouts}.{CHECKPOINTED}.ckpt"
     cfg = tiny_cfg(**SHAPE)
     model = build_model(cfg)
-    engine = LocalEngine(model, cfg.optim, cfg.micro_batch_size)
-    checkpoint = FLMCheckpointIO().load_checkpoint(ckpt_path)
-    read_this_rank(checkpoint, model)
-    model.load_state_dict({k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items()})
-    engine.optimizer.load_state_dict(checkpoint["optimizer_states"][0])
+    engine = local_engine(cfg, model)
+    read_checkpoint(ckpt_path, engine)
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.detach(), ref["final"][name], rtol=0, atol=1e-6)
         for m in MOMENTS:

@@ -16,7 +16,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below must work without a network
 
 from nemo_flm.checkpoint.nemo_archive import extract_nemo  # noqa: E402
-from nemo_flm.checkpoint.shards import MODEL  # noqa: E402
+from nemo_flm.checkpoint.weights import MODEL  # noqa: E402
 from nemo_flm.config import ffn_size, head_dim, padded_vocab_size  # noqa: E402
 from nemo_flm.hf.export import export_to_hf  # noqa: E402
 from nemo_flm.hf.importer import import_from_hf  # noqa: E402

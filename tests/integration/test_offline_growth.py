@@ -10,16 +10,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO, checkpoint_dir, key_checkpoint_by_global_name
+from nemo_flm.checkpoint.lightning_io import checkpoint_dir
 from nemo_flm.checkpoint.shards import ShardReader
 from nemo_flm.config import ConfigError
 from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
 from nemo_flm.growth.plan import make_plan
-from tests.helpers import tiny_cfg, trained_model
+from tests.helpers import local_engine, tiny_cfg, trained_model, write_checkpoint
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "grow_checkpoint.py")
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
@@ -29,15 +28,7 @@ NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=
 def lightning_checkpoint(path, cfg, steps=2):
     """A checkpoint written the way FLMModel's Lightning runs write it (`x.ckpt` -> directory `x`)."""
     model, opt = trained_model(cfg, steps)
-    ckpt = {
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "optimizer_states": [opt.state_dict()],
-        "hyper_parameters": {"cfg": OmegaConf.to_container(cfg)},
-        "consumed_samples": 24,
-        "global_step": steps,
-    }
-    key_checkpoint_by_global_name(ckpt, model)
-    FLMCheckpointIO().save_checkpoint(ckpt, str(path))
+    write_checkpoint(path, cfg, local_engine(cfg, model, opt), steps, consumed_samples=24)
     return model
 
 

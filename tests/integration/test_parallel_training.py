@@ -118,15 +118,14 @@ def test_dp2_follows_the_single_process_run(single, tmp_path):
 def test_tp2_trains_saves_sharded_and_resumes_at_tp1(single, tmp_path):
     import torch
 
-    from nemo_flm.checkpoint.lightning_io import checkpoint_dir
-    from nemo_flm.checkpoint.shards import ShardReader
+    from nemo_flm.checkpoint.source import open_checkpoint
 
     tp2 = tmp_path / "tp2"
     _run(tp2, "trainer.max_steps=4", "trainer.devices=2", "model.parallel.tensor_model_parallel_size=2", nproc=2)
     _assert_same(tp2, single, complete=False)
     ckpt_dir = Path(_stage(tp2)) / "checkpoints"
-    last = ShardReader(checkpoint_dir(next(ckpt_dir.glob("*-last"))))
-    assert last.tp_size == 2 and (Path(last.root) / "model" / "model.output_layer.weight.tp1.safetensors").exists()
+    last, _, _ = open_checkpoint(str(next(ckpt_dir.glob("*-last"))), str(tmp_path))
+    assert {p.name for p in Path(last.root).glob("*.distcp")} == {"__0_0.distcp", "__1_0.distcp"}  # each rank wrote
 
     code = (
         "import torch\nfrom nemo_flm.training.flm_model import FLMModel\n"

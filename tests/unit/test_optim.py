@@ -34,6 +34,15 @@ def test_clip_matches_torch(build):
     assert clipped.item() == pytest.approx(1.0, rel=1e-4)
 
 
+def test_a_rank_without_gradients_reduces_a_zero_on_the_parameters_device(single_process):
+    """A rank whose parameters hold no gradient (a pipeline stage past the loss, a skipped update)
+    still joins the norm's all-reduce: its zero must live where its parameters do (NCCL rejects
+    CPU tensors on a GPU run). The meta device stands in for CUDA here."""
+    params = [torch.nn.Parameter(torch.empty(3, 2, device="meta")), torch.nn.Parameter(torch.empty(4, device="meta"))]
+    norm = clip_grad_norm(params, 1.0)
+    assert norm.device.type == "meta"
+
+
 def reference_lr(step, lr, min_lr, warmup_samples, decay_samples, gbs):
     """The LR the optimizer holds after `step` scheduler.step() calls, i.e. for update step+1.
 

@@ -58,3 +58,22 @@ def test_errors_are_one_line(tmp_path):
     (tmp_path / "other" / "index.json").write_text(json.dumps({"format": "x"}))
     with pytest.raises(ValueError, match="format 'x'"):
         ShardReader(str(tmp_path / "other"))
+
+
+@pytest.mark.parametrize("name", ["../../secret", "/etc/passwd", "..", "a/b"])
+def test_an_index_naming_a_file_outside_its_folder_is_refused(tmp_path, name):
+    """Names come from the index.json a checkpoint folder carries: a crafted one must not read a
+    file elsewhere (here a real tensor file beside the folder)."""
+    from safetensors.torch import save_file
+
+    root = tmp_path / "ckpt"
+    reader = write(root, 1)
+    save_file({"t": torch.zeros(2)}, str(tmp_path / "secret.safetensors"))
+    index = json.loads((root / "index.json").read_text())
+    index["tensors"]["model"][name] = {"shape": [2], "partition_dim": None}
+    (root / "index.json").write_text(json.dumps(index))
+    reader = ShardReader(str(root))
+    with pytest.raises(ValueError, match="outside its folder"):
+        reader.read("model", name)
+    with pytest.raises(ValueError, match="outside its folder"):
+        reader.verify()

@@ -63,9 +63,10 @@ def test_malformed_blend_is_a_one_line_error(overrides, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-def test_missing_files_are_named(tmp_path):
+def test_missing_and_unreadable_files_are_named(tmp_path):
     (tmp_path / "en.bin").write_bytes(b"")
     (tmp_path / "en.idx").write_bytes(b"")
-    check_blend_files(_data(f"model.data.blend=[{tmp_path}/en]"))
     with pytest.raises(ConfigError, match=f"'{tmp_path}/zh.bin/.idx' not found"):
-        check_blend_files(_data(f"model.data.blend=[{tmp_path}/en,{tmp_path}/zh]"))
+        check_blend_files(_data(f"model.data.blend=[{tmp_path}/zh,{tmp_path}/en]"))
+    with pytest.raises(ConfigError, match=f"'{tmp_path}/en.idx' is not a readable megatron index"):
+        check_blend_files(_data(f"model.data.blend=[{tmp_path}/en]"))

@@ -47,3 +47,22 @@ def test_a_dataset_rewritten_under_its_prefix_is_read_afresh(tmp_path):
     new = build_train_dataset(cfg.data, data_blend(cfg.data), 8, 16)
     assert not torch.equal(torch.as_tensor(new[0]["tokens"]), torch.as_tensor(old))
     assert len({int(t) for i in range(len(new)) for t in new[i]["tokens"]} - {100256}) > 0
+
+
+def test_a_truncated_bin_is_refused_at_start_in_one_line(tmp_path):
+    """megatron maps a .bin without checking its size: half of one builds, and fails mid-run on
+    the rank that first samples past its end. check_blend_files compares it with its .idx."""
+    from nemo_flm.data.blend import check_blend_files
+
+    prefix = tmp_path / "text"
+    write_dataset(tmp_path / "src", prefix, [f"document {i}: " + "word " * 30 for i in range(40)])
+    cfg = tiny_cfg(data={"blend": [str(prefix)], "cache_dir": str(tmp_path / "cache")})
+    check_blend_files(cfg.data)  # whole: accepted
+    data = (tmp_path / "text.bin").read_bytes()
+    (tmp_path / "text.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match=r"'.*text.bin' holds [\d,]+ bytes but its .idx describes") as err:
+        check_blend_files(cfg.data)
+    assert "\n" not in str(err.value)
+    (tmp_path / "text.bin").write_bytes(data + b"\0\0")  # one token too many: another .idx's data
+    with pytest.raises(ConfigError, match="truncated or belongs to another .idx"):
+        check_blend_files(cfg.data)

@@ -3,9 +3,10 @@ layers zero, step kept, loaded into a fresh optimizer over the grown model."""
 
 import torch
 
-from nemo_flm.growth.grown_checkpoint import load_adam, write_grown_checkpoint
+from nemo_flm.checkpoint.weights import MOMENTS
+from nemo_flm.growth.grown_checkpoint import load_grown_state, write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown
-from nemo_flm.growth.optimizer_state import MOMENTS, iter_grown_moments
+from nemo_flm.growth.optimizer_state import iter_grown_moments
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.model.builder import build_model
 from nemo_flm.model.sharding import partition_dims
@@ -16,7 +17,7 @@ from nemo_flm.training.optim import (
     state_by_index,
     state_by_name,
 )
-from tests.helpers import tiny_cfg, trained_model
+from tests.helpers import local_engine, tiny_cfg, trained_model
 
 OLD = dict(num_layers=2, hidden_size=32, num_attention_heads=2, ffn_hidden_size=64)
 NEW = dict(num_layers=3, hidden_size=64, num_attention_heads=4, ffn_hidden_size=128)
@@ -45,9 +46,9 @@ def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
         step=old_state["output_layer.weight"]["step"],
     )
 
-    new_opt = build_optimizer(new_model, new_cfg.optim)
-    load_adam(new_model, new_opt, str(tmp_path / "g"))
-    state = named_adam_state(new_model, new_opt)
+    engine = local_engine(new_cfg, new_model)
+    load_grown_state(engine, str(tmp_path / "g"))
+    state = named_adam_state(new_model, engine.optimizer)
     assert set(state) == {n for n, _ in new_model.named_parameters()}
 
     fc1 = "decoder.layers.1.mlp.linear_fc1.weight"
@@ -60,7 +61,7 @@ def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
     new_layer = [v for n, v in state.items() if n.startswith("decoder.layers.2.")]
     assert new_layer and all(torch.count_nonzero(s["exp_avg"]) == 0 for s in new_layer)
     assert all(s["step"].item() == 3 for s in state.values())
-    new_opt.step()  # the optimizer accepts the installed state
+    engine.optimizer.step()  # the optimizer accepts the installed state
 
 
 def test_mup_output_rescale_moves_output_moments(single_process, tmp_path):
