@@ -180,6 +180,10 @@ class GrowthRunConfig:
     init_std: Optional[float] = None  # std of new weight entries; None = the model's init_method_std
     seed: int = 4321
     stop_after: Optional[str] = None  # a stage name: end the run once it is done (one launcher job per stage)
+    # grow a stage's checkpoint inside the training job when its grow job has not (global rank 0
+    # grows, the other ranks wait for the folder to appear); false: a missing grown checkpoint is an
+    # error (the launcher's chain runs growth as a CPU job of its own between the GPU jobs)
+    grow_in_job: bool = True
 
 
 @dataclass

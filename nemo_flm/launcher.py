@@ -3,8 +3,12 @@ NeMo-Framework-Launcher: a job is the training config plus a `run` block (name, 
 time_limit, dependency) and a `cluster` block. Each node runs one torchrun that starts
 trainer.devices processes; torchrun's c10d rendezvous on the first node joins the nodes. The
 training command is scripts/train.py with the launcher config itself, so the job trains exactly
-the config that was rendered. A growth plan becomes one job per stage (growth.stop_after), chained
-with afterok: a stage's job grows the previous checkpoint, trains its stage and ends.
+the config that was rendered. A growth plan becomes a chain of jobs, each started when the one
+before it succeeded (afterok): a GPU job per stage (growth.stop_after: it trains its stage and
+ends), and between two stages a CPU job that grows the finished stage's checkpoint into the next
+one's shape (scripts/grow_checkpoint.py --stage), so no GPU waits on growth: the stage jobs run
+with growth.grow_in_job=false and refuse to start without their grown checkpoint. A last CPU job
+packs the final stage's .nemo (scripts/export_nemo.py), which the stage itself does not write.
 """
 
 from __future__ import annotations
@@ -27,8 +31,8 @@ class Job:
     script: str  # the sbatch script
     command: str  # what each node runs
     after_previous: bool  # submitted with --dependency=afterok:<the previous job>
-    memory_gb: float  # estimated per GPU (megatron engine, distributed optimizer)
-    layout: str
+    memory_gb: float  # estimated per GPU (megatron engine, distributed optimizer); 0 for a CPU job
+    layout: str  # TP x PP x DP, or "CPU" for a grow job
 
 
 def _nodes_and_gpus(cfg: Any) -> tuple:
@@ -56,22 +60,42 @@ def train_command(cfg: Any, config_name: str, overrides: List[str], nodes: int, 
     return " ".join(launch + [shlex.quote(a) for a in args])
 
 
-def sbatch_script(cfg: Any, name: str, command: str, nodes: int, devices: int, singleton: bool) -> str:
+def stage_step_command(script: str, cfg: Any, config_name: str, overrides: List[str], index: int) -> str:
+    """A CPU step of a staged run: scripts/grow_checkpoint.py (stage `index`'s grown checkpoint from
+    the previous stage's final one) or scripts/export_nemo.py (stage `index`'s .nemo)."""
+    results = os.path.abspath(cfg.run.results_dir)
+    args = ["python", f"scripts/{script}", "--config-name", config_name, "--stage", str(index)]
+    return " ".join(shlex.quote(a) for a in [*args, *overrides, f"exp_manager.exp_dir={results}"])
+
+
+def _cpu_job(cfg: Any, name: str, command: str) -> Job:
+    return Job(name, sbatch_script(cfg, name, command, _cpu_resources(cfg), singleton=False), command, True, 0.0, "CPU")
+
+
+def _gpu_resources(cfg: Any, nodes: int, devices: int) -> List[str]:
+    cluster = cfg.cluster
+    lines = [f"--nodes={nodes}", f"--gpus-per-node={devices}", f"--time={cfg.run.time_limit}"]
+    lines += [f"--{key}={cluster[key]}" for key in ("partition", "mem") if cluster.get(key) is not None]
+    return lines + (["--exclusive"] if cluster.get("exclusive") else [])
+
+
+def _cpu_resources(cfg: Any) -> List[str]:
+    """One node's CPUs for offline growth: cluster.cpu_partition (else the partition),
+    cluster.grow_cpus cores, run.grow_time_limit (else the stage's time limit)."""
+    cluster, run = cfg.cluster, cfg.run
+    partition = cluster.get("cpu_partition") or cluster.get("partition")
+    lines = ["--nodes=1", f"--cpus-per-task={cluster.get('grow_cpus', 16)}"]
+    lines += [f"--time={run.get('grow_time_limit') or run.time_limit}"]
+    return lines + ([f"--partition={partition}"] if partition else [])
+
+
+def sbatch_script(cfg: Any, name: str, command: str, resources: List[str], singleton: bool) -> str:
     cluster, run = cfg.cluster, cfg.run
     results = os.path.abspath(run.results_dir)
-    lines = [
-        "#!/bin/bash",
-        f"#SBATCH --job-name={name}",
-        f"#SBATCH --nodes={nodes}",
-        "#SBATCH --ntasks-per-node=1",
-        f"#SBATCH --gpus-per-node={devices}",
-        f"#SBATCH --time={run.time_limit}",
-        f"#SBATCH --output={results}/log-{name.replace(':', '_')}_%j.out",
-    ]
-    lines += [
-        f"#SBATCH --{key}={cluster[key]}" for key in ("partition", "account", "mem") if cluster.get(key) is not None
-    ]
-    lines += ["#SBATCH --exclusive"] if cluster.get("exclusive") else []
+    lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", "#SBATCH --ntasks-per-node=1"]
+    lines += [f"#SBATCH {line}" for line in resources]
+    lines += [f"#SBATCH --output={results}/log-{name.replace(':', '_')}_%j.out"]
+    lines += [f"#SBATCH --account={cluster.account}"] if cluster.get("account") is not None else []
     lines += ["#SBATCH --dependency=singleton"] if singleton else []
     lines += ["set -euo pipefail"]
     lines += [f"export {key}={shlex.quote(str(value))}" for key, value in (cluster.get("env_vars") or {}).items()]
@@ -102,17 +126,23 @@ def render(cfg: Any, config_name: str, overrides: Optional[List[str]] = None) ->
     overrides = list(overrides or [])
     nodes, devices = _nodes_and_gpus(cfg)
     prefix = cfg.cluster.get("job_name_prefix", "")
+    gpus = _gpu_resources(cfg, nodes, devices)
     if not cfg.stages:
         command = train_command(cfg, config_name, overrides, nodes, devices)
         singleton = cfg.run.get("dependency") == "singleton"
         memory, layout = _memory(cfg.model, nodes * devices)
         name = prefix + cfg.run.name
-        return [Job(name, sbatch_script(cfg, name, command, nodes, devices, singleton), command, False, memory, layout)]
-    jobs = []
+        return [Job(name, sbatch_script(cfg, name, command, gpus, singleton), command, False, memory, layout)]
+    jobs, steps = [], (cfg, config_name, overrides)
     for index, stage in enumerate(cfg.stages):
-        command = train_command(cfg, config_name, [*overrides, f"growth.stop_after={stage.name}"], nodes, devices)
         name = f"{prefix}{cfg.run.name}:{stage.name}"
+        if index > 0:
+            jobs.append(_cpu_job(cfg, f"{name}.grow", stage_step_command("grow_checkpoint.py", *steps, index)))
+        stage_overrides = [*overrides, f"growth.stop_after={stage.name}", "growth.grow_in_job=false"]
+        command = train_command(cfg, config_name, stage_overrides, nodes, devices)
         memory, layout = _memory(stage_job(cfg, index).model, nodes * devices)
-        script = sbatch_script(cfg, name, command, nodes, devices, singleton=False)
+        script = sbatch_script(cfg, name, command, gpus, singleton=False)
         jobs.append(Job(name, script, command, index > 0, memory, layout))
+    final = len(cfg.stages) - 1
+    jobs.append(_cpu_job(cfg, f"{name}.nemo", stage_step_command("export_nemo.py", *steps, final)))
     return jobs

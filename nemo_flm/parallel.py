@@ -188,6 +188,12 @@ def broadcast_object(value: Any) -> Any:
     return holder[0]
 
 
+def launch_rank() -> int:
+    """This process's global rank as the launcher (torchrun) set it: known before any process
+    group exists, for work done once without a collective."""
+    return int(os.environ.get("RANK", 0))
+
+
 def is_rank_zero() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 

@@ -10,7 +10,8 @@ then FLMCheckpointIO on every rank): synchronously, then asynchronously, then th
 saves beside a top-k checkpoint. Then N new processes, as a restarted job, resume the synchronous
 checkpoint. Per rank: bytes written (the kernel's write_bytes) and bytes read (the checkpoint
 reader's count, checked against rchar), peak anonymous memory during each (over the rank's
-memory before it), the seconds the training loop is blocked by a save, and whether the resumed
+memory before it), the seconds the training loop is blocked by a save (async: the call, plus the
+next step's wait for the copy before its update), and whether the resumed
 weights and Adam state equal the saved ones. Then FLM-101B's layout (conf/flm_101b.yaml, TP4 x
 PP4 x DP12 on 24 nodes of 8 GPUs) projected from nemo_flm/estimate.py's parameter count.
 """
@@ -120,17 +121,23 @@ def _save_rank(rank: int, args, folder: str, tp: int) -> None:
     with cuda_on_cpu():
         cfg = _config(args, tp)
         network, engine = _engine(cfg)
-        engine.train_step(_batch(cfg, cfg.global_batch_size // parallel.dp_size()))
+        batch = _batch(cfg, cfg.global_batch_size // parallel.dp_size())
+        engine.train_step(batch)
         sync_io, async_io = FLMCheckpointIO(), FLMCheckpointIO(async_save=True)
         parallel.barrier()
         sync = _measured(lambda: _save(sync_io, cfg, engine, f"{folder}/sync.ckpt"))
+        checksum = _checksum(engine)  # what the resume must find
         parallel.barrier()
-        blocked = _measured(lambda: _save(async_io, cfg, engine, f"{folder}/async.ckpt"))
+        called = _measured(lambda: _save(async_io, cfg, engine, f"{folder}/async.ckpt"))
+        waited = []  # the next step waits for the copy before its update
+        engine.train_step(batch, before_update=lambda: waited.append(_measured(async_io.wait_for_copy)))
+        copy_bytes = sum(buffer.nbytes for buffer in async_io._stager._buffers.values())  # the host copy
+        blocked = (called[0] + waited[0][0], called[1], copy_bytes)
         finished = _measured(async_io.wait)
         parallel.barrier()
         last = _measured(lambda: (_save(async_io, cfg, engine, f"{folder}/async-last.ckpt"), async_io.wait()))
         result = {"sync": sync, "async_blocked": blocked, "async_rest": finished, "last": last}
-        result["checksum"] = _checksum(engine)
+        result["checksum"] = checksum
         result["file_bytes"] = os.path.getsize(f"{folder}/sync/__{rank}_0.distcp")
     with open(f"{folder}/save.{rank}.json", "w") as handle:
         json.dump(result, handle)
@@ -203,7 +210,7 @@ def report(result: dict) -> None:
     sync_s, blocked = max(s["sync"][0] for s in saves), max(s["async_blocked"][0] for s in saves)
     rest, copy = max(s["async_rest"][0] for s in saves), max(s["async_blocked"][2] for s in saves)
     print(f"loop blocked by a save: sync {sync_s:.2f} s; async {blocked:.3f} s ({blocked / sync_s:.1%} of sync)")
-    print(f"  then {rest:.2f} s of writing in the background; the async copy +{copy / GB:.3f} GB")
+    print(f"  then {rest:.2f} s of writing in the background; the async copy's host buffers {copy / GB:.3f} GB")
     last, seconds = sum(s["last"][1] for s in saves), max(s["last"][0] for s in saves)
     print(f"'last' beside it (same step): {last / GB:.4f} GB written in {seconds:.3f} s (hard links)")
 

@@ -2,6 +2,11 @@
 
     python scripts/grow_checkpoint.py --checkpoint CKPT --config-name flm_51b --output grown_51b/ [key=value ...]
     python scripts/grow_checkpoint.py --checkpoint CKPT --config-name flm_101b_growth --stage 1 --output grown/
+    python scripts/grow_checkpoint.py --config-name flm_101b_growth --stage 1     # the staged run's grow step
+
+The last form is the grow job of a staged run (the launcher chains it, on CPUs, between the GPU
+jobs of stages 0 and 1): it grows stage 0's final checkpoint into `<exp_dir>/<job>/<stage 1>.grown/`
+with the run's growth settings, exactly as the run would, and does nothing if that exists.
 
 CKPT is an exp_manager checkpoint of FLMModel (the directory `<name>-last/` in the run's
 checkpoints/, or its `<name>-last.ckpt` name: weights and Adam state) or a .nemo (weights only),
@@ -13,6 +18,7 @@ anonymous memory of the growth.
 """
 
 import argparse
+import functools
 import os
 import sys
 
@@ -23,8 +29,9 @@ quiet_startup()
 from hydra import compose, initialize_config_dir  # noqa: E402
 
 from nemo_flm.config import ConfigError, register_schema  # noqa: E402
+from nemo_flm.growth.grown_checkpoint import read_grown_meta  # noqa: E402
 from nemo_flm.growth.offline import grow_checkpoint  # noqa: E402
-from nemo_flm.growth.staged import stage_job  # noqa: E402
+from nemo_flm.growth.staged import final_checkpoint, grow_stage, stage_job  # noqa: E402
 from nemo_flm.host_memory import PeakAnon, anon_rss  # noqa: E402
 
 CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
@@ -40,11 +47,11 @@ def _size(path: str) -> int:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", help="the checkpoint to grow (default with --stage: the staged run's)")
     p.add_argument("--config-name", required=True, help="job config in conf/ holding the next shape")
     p.add_argument("--config-dir", default=CONF)
     p.add_argument("--stage", type=int, default=None, help="with a staged config: the stage to grow into")
-    p.add_argument("--output", required=True, help="new directory for the grown checkpoint")
+    p.add_argument("--output", help="new directory for the grown checkpoint (default with --stage: the run's)")
     p.add_argument("--depth-mode", default="stack", choices=["stack", "interleave", "random"])
     p.add_argument("--init-std", type=float, default=None, help="std of new entries (default: init_method_std)")
     p.add_argument("--seed", type=int, default=0)
@@ -54,11 +61,24 @@ def main() -> None:
     try:
         with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):
             cfg = compose(args.config_name, overrides=args.overrides)
-        model_cfg = stage_job(cfg, args.stage).model if args.stage is not None else cfg.model
+        if args.stage is not None and args.checkpoint is None:  # the staged run's grow step
+            target = stage_job(cfg, args.stage).model.growth.init_from
+            if os.path.exists(target):
+                print(f"{target} exists: stage {args.stage} is grown")
+                return
+            args.checkpoint, args.output = final_checkpoint(stage_job(cfg, args.stage - 1)), target
+            grow = functools.partial(grow_stage, cfg, args.stage)
+        elif args.checkpoint is None or args.output is None:
+            raise ConfigError("give --checkpoint and --output, or --stage with a staged config (its grow step)")
+        else:
+            model_cfg = stage_job(cfg, args.stage).model if args.stage is not None else cfg.model
+            options = (args.depth_mode, args.init_std, args.seed)
+            grow = functools.partial(grow_checkpoint, args.checkpoint, model_cfg, args.output, *options)
         size = _size(args.checkpoint)
         with PeakAnon() as mem:
             base = anon_rss()
-            plan = grow_checkpoint(args.checkpoint, model_cfg, args.output, args.depth_mode, args.init_std, args.seed)
+            grow()
+        plan = read_grown_meta(args.output)["plan"]
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
     print(

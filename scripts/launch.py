@@ -5,8 +5,9 @@
     python scripts/launch.py launcher/flm_16b --mode local trainer.num_nodes=1
 
 --mode dry-run (default) prints each job's sbatch script, its per-GPU memory estimate and the
-dependency chain, and writes and starts nothing. --mode sbatch writes <results_dir>/<job>_submission.sh
-and submits the jobs in order (each stage of a growth plan after the previous one succeeded).
+dependency chain (a growth plan: stage, grow, stage, grow, stage, .nemo), and writes and starts nothing.
+--mode sbatch writes <results_dir>/<job>_submission.sh and submits the jobs in order, each after
+the previous one succeeded.
 --mode local runs the training command on this node with torchrun (trainer.devices processes).
 Overrides are Hydra overrides of the launcher config (cluster.*, run.*, trainer.*, model.*).
 """
@@ -36,7 +37,10 @@ def dry_run(jobs) -> None:
     for index, job in enumerate(jobs):
         after = f" (after {jobs[index - 1].name} succeeded)" if job.after_previous else ""
         print(f"=== job {index + 1}/{len(jobs)}: {job.name}{after}")
-        print(f"layout {job.layout}; estimated memory per GPU {job.memory_gb:.1f} GB (distributed optimizer)")
+        if job.layout == "CPU":
+            print("CPUs of one node: grows a finished stage's checkpoint into the next shape, or packs its .nemo")
+        else:
+            print(f"layout {job.layout}; estimated memory per GPU {job.memory_gb:.1f} GB (distributed optimizer)")
         print(job.script)
     print("submission:")
     for index, job in enumerate(jobs):

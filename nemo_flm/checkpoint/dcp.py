@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -35,6 +35,8 @@ from torch.distributed.checkpoint.metadata import (
 )
 from torch.distributed.checkpoint.planner import LoadPlan, SavePlan, TensorWriteData, WriteItem, WriteItemType
 from torch.distributed.checkpoint.planner_helpers import create_read_items_for_chunk_list
+from torch.distributed.checkpoint.staging import AsyncStager
+from torch.distributed.checkpoint.state_dict_saver import AsyncSaveResponse
 
 from nemo_flm.atomic import discard
 from nemo_flm.checkpoint.pieces import Piece
@@ -198,16 +200,55 @@ class _FreshFolderWriter(FileSystemWriter):
         return super().prepare_global_plan(plans)
 
 
-def save(pieces: Sequence[Piece], path: str, group, background: bool = False) -> Optional[Future]:
-    """Write this rank's pieces into the folder `path` (every rank of `group` calls it). In the
-    background, the pieces are first copied to host memory, then written by a thread: the
-    returned future completes when every rank's files and `.metadata` are on disk."""
+class PieceStager(AsyncStager):
+    """The host copy an asynchronous save writes from: each piece into a buffer of its own size
+    (pinned on GPUs), by a thread, reused by the next save. DCP's DefaultStager copies each
+    tensor's whole storage: for a view into megatron's parameter buffer, every weight of the rank
+    instead of the range it owns."""
+
+    _synchronize_after_execute = False  # training waits for the copy itself, before its update
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-copy")
+        self._buffers: Dict[str, torch.Tensor] = {}
+
+    def stage(self, state_dict: Dict[str, torch.Tensor]) -> Future:
+        return self._executor.submit(self._copy, state_dict)
+
+    def _buffer(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
+        buffer = self._buffers.get(key)
+        if buffer is None or buffer.shape != tensor.shape or buffer.dtype != tensor.dtype:
+            buffer = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=tensor.is_cuda)
+            self._buffers[key] = buffer
+        return buffer
+
+    @torch.no_grad()
+    def _copy(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        staged = {key: self._buffer(key, tensor).copy_(tensor, non_blocking=True) for key, tensor in state_dict.items()}
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        for key in set(self._buffers) - set(state_dict):
+            del self._buffers[key]
+        return staged
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._buffers.clear()
+
+
+def save(
+    pieces: Sequence[Piece], path: str, group, stager: Optional[PieceStager] = None
+) -> Optional[AsyncSaveResponse]:
+    """Write this rank's pieces into the folder `path` (every rank of `group` calls it). With a
+    stager, in the background: its thread copies the pieces to host memory and DCP's writes them
+    from another: `staging_completion` is done when the copy is, after which the tensors may
+    change, and `upload_completion` when every rank's files and `.metadata` are on disk."""
     writer = _FreshFolderWriter(path, single_file_per_rank=True, sync_files=True)
     kwargs = dict(storage_writer=writer, planner=_PieceSavePlanner(pieces), process_group=group)
-    if background:
-        return dcp.async_save(_state(pieces), **kwargs)
-    dcp.save(_state(pieces), **kwargs)
-    return None
+    if stager is None:
+        dcp.save(_state(pieces), **kwargs)
+        return None
+    return dcp.async_save(_state(pieces), async_stager=stager, **kwargs)
 
 
 def load(pieces: Sequence[Piece], path: str, group=None) -> int:

@@ -13,8 +13,10 @@ which exp_manager's resume and top-k bookkeeping understand):
 Every rank calls save_checkpoint with its pieces (FLMModel.on_save_checkpoint puts them in the
 checkpoint dict): all write in parallel into `<name>.partial/`, and rank 0 renames the folder
 once every rank's files and `.metadata` are on disk, so a folder without `.partial` is whole.
-With async_save the pieces are copied to host memory and written by a thread while training
-goes on; the next save, and the end of training, wait for it. Until it is renamed no checkpoint
+With async_save the pieces are copied to host memory by a thread while the next step's forward
+and backward run (the step waits for the copy before it updates the weights: wait_for_copy), and
+written by another thread while training goes on; the next save, and the end of training, wait
+for the write. Until it is renamed no checkpoint
 is removed (top-k, the previous 'last'), so a kill at any moment leaves the previous one whole.
 A second save of the same step (NeMo saves top-k and 'last') hard-links the first one's files.
 
@@ -180,13 +182,15 @@ class FLMCheckpointIO(CheckpointIO):
     def __init__(self, async_save: bool = False):
         self.async_save = async_save
         self._last: Optional[Tuple[Tuple[int, Any], str]] = None  # (step, samples) and folder of the last save
-        self._writing = None  # the future of the save in flight (async)
+        self._writing = None  # the future of the save in flight (async): done when written
+        self._copying = None  # ... and of its copy to host memory: done when the tensors may change
         self._lock = threading.Lock()
         self._deferred: List[Callable[[], None]] = []  # rank 0: what waits for the save in flight
         self._error: Optional[BaseException] = None  # a failure of the background publish
         self._failed = None  # the future of a background write that failed
         self._done = threading.Event()  # set when no save is in flight
         self._done.set()
+        self._stager: Optional[dcp.PieceStager] = None  # async: the host copy's buffers, reused
 
     def save_checkpoint(self, checkpoint: Dict[str, Any], path, storage_options: Optional[Any] = None) -> None:
         """Every rank calls this with its pieces (FLMStrategy)."""
@@ -207,14 +211,24 @@ class FLMCheckpointIO(CheckpointIO):
         self.wait()
         staging = partial_path(root)
         self._last = (event, root)
-        future = dcp.save(pieces, staging, parallel.checkpoint_group(), background=self.async_save)
-        if future is None:
+        if self.async_save and self._stager is None:
+            self._stager = dcp.PieceStager()
+        response = dcp.save(pieces, staging, parallel.checkpoint_group(), self._stager)
+        if response is None:
             self._publish(staging, root, state)
             return
+        future = response.upload_completion
         with self._lock:
-            self._writing = future
+            self._writing, self._copying = future, response.staging_completion
             self._done.clear()
         future.add_done_callback(lambda done: self._finish_async(done, staging, root, state))
+
+    def wait_for_copy(self) -> None:
+        """Block until the save in flight has copied this rank's tensors (training calls this
+        before it updates them: forward and backward overlap the copy)."""
+        copying, self._copying = self._copying, None
+        if copying is not None:
+            copying.result()
 
     def _publish(self, staging: str, root: str, state: bytes) -> None:
         """Rank 0, once every rank's files are written: the trainer state, then the rename."""
@@ -281,3 +295,6 @@ class FLMCheckpointIO(CheckpointIO):
 
     def teardown(self) -> None:
         self.wait()
+        if self._stager is not None:
+            self._stager.close()
+            self._stager = None

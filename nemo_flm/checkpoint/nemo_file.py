@@ -5,14 +5,13 @@ tensor parallelism (rank 0 holds a shard) nor for streaming growth (a pickle is 
 every model-parallel rank (TP x PP) of data-parallel rank 0 writes its own shards, under the
 tensors' names in the whole model (model/sharding.global_names), into a staging folder beside the
 .nemo; global rank 0 adds the config, packs the folder under a temporary name and renames it when
-complete. Restoring reads this rank's layers at its TP shard, whatever TP and PP wrote them.
+complete. Restoring reads this rank's layers at its TP shard, whatever TP and PP wrote them,
+from the archive in place (checkpoint/nemo_archive.py): NeMo extracts only the config.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from typing import Any, Mapping
 
 import torch
@@ -20,7 +19,7 @@ from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
 
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output, discard
-from nemo_flm.checkpoint.nemo_archive import WEIGHTS
+from nemo_flm.checkpoint.nemo_archive import CONFIG, WEIGHTS, ArchiveShardReader
 from nemo_flm.checkpoint.shards import ShardReader, ShardWriter, merge_tables
 from nemo_flm.checkpoint.weights import MODEL
 from nemo_flm.model.sharding import global_names, partition_dims
@@ -30,6 +29,7 @@ class FLMSaveRestoreConnector(SaveRestoreConnector):
     def __init__(self) -> None:
         super().__init__()
         self.model_weights_ckpt = WEIGHTS
+        self._archive = None  # the .nemo being restored, whose weights are read in place
 
     def save_to(self, model, save_path: str) -> None:
         """Called on every rank; the .nemo appears at `save_path` only when complete."""
@@ -56,24 +56,29 @@ class FLMSaveRestoreConnector(SaveRestoreConnector):
             self._update_artifact_paths(model, path2yaml_file=config_yaml)
         pack_nemo(staging, save_path)
 
+    def load_config_and_state_dict(self, calling_cls, restore_path: str, *args, **kwargs):
+        """NeMo's restore, remembering the archive: its weights are read in place, not extracted."""
+        self._archive = restore_path if os.path.isfile(restore_path) else None
+        return super().load_config_and_state_dict(calling_cls, restore_path, *args, **kwargs)
+
+    def _filtered_tar_info(self, tar_path: str, filter_fn=None):
+        """What NeMo extracts on every rank: the config and artifacts, not `model_weights/`."""
+        members = super()._filtered_tar_info(tar_path, filter_fn)
+        return [m for m in members if os.path.normpath(m.name).split(os.sep)[0] != WEIGHTS]
+
     def _load_state_dict_from_disk(self, model_weights: str, map_location=None) -> Mapping[str, Any]:
         """The whole model's tensors by global name, each read at this rank's TP shard only when
-        load_instance_with_state_dict asks for it, so a rank reads just its own layers (NeMo calls
-        this after building the model, so process groups exist). NeMo deletes its extraction
-        folder before that: the weights are kept, as hard links (no copy), beside it until then."""
-        self._kept = tempfile.mkdtemp(prefix="flm_weights_", dir=os.path.dirname(os.path.dirname(model_weights)))
-        kept = os.path.join(self._kept, WEIGHTS)
-        shutil.copytree(model_weights, kept, copy_function=_link_or_copy)
-        return ShardReader(kept).group(MODEL, tp_rank=parallel.tp_rank(), tp_size=parallel.tp_size())
+        load_instance_with_state_dict asks for it (NeMo calls this once the model, and so the
+        process groups, exist): from the archive in place, or from an extracted folder
+        (model_extracted_dir)."""
+        reader = ArchiveShardReader(self._archive) if self._archive else ShardReader(model_weights)
+        return reader.group(MODEL, tp_rank=parallel.tp_rank(), tp_size=parallel.tp_size())
 
     def load_instance_with_state_dict(self, instance, state_dict: Mapping[str, Any], strict: bool) -> None:
         """Load the tensors of this rank's layers into the instance under its own names."""
-        try:
-            names = global_names(instance.model, "model.")
-            local = {k: state_dict[g] if g in state_dict else None for k, g in names.items()}
-            super().load_instance_with_state_dict(instance, local, strict)
-        finally:
-            discard(self._kept)
+        names = global_names(instance.model, "model.")
+        local = {k: state_dict[g] if g in state_dict else None for k, g in names.items()}
+        super().load_instance_with_state_dict(instance, local, strict)
 
 
 def pack_nemo(staging: str, save_path: str) -> None:
@@ -81,13 +86,6 @@ def pack_nemo(staging: str, save_path: str) -> None:
     NeMo does, under a temporary name renamed when complete."""
     with atomic_output(save_path) as tmp:
         SaveRestoreConnector._make_nemo_file_from_folder(filename=tmp, source_dir=staging)
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another filesystem
-        shutil.copy2(src, dst)
 
 
 def write_weights(model: torch.nn.Module, root: str) -> None:
@@ -103,3 +101,30 @@ def write_weights(model: torch.nn.Module, root: str) -> None:
     merge_tables(writer, parallel.pp_group())
     if parallel.pp_rank() == 0:
         writer.write_index()
+
+
+def export_nemo(src: str, save_path: str) -> int:
+    """A .nemo of the training checkpoint `src`, made by this process alone, one tensor at a time
+    (a CPU job of its own at FLM's scale, instead of rank 0 packing ~205 GB at the end of a stage
+    while the stage's other ranks wait): the weights in the TP=1 layout and the model config it
+    carries, packed as FLMModel.save_to packs them. Returns the bytes of weights written."""
+    from omegaconf import OmegaConf
+
+    from nemo_flm.checkpoint.source import open_checkpoint
+
+    reader, cfg, _ = open_checkpoint(src)
+    staging = f"{save_path}.staging"
+    discard(staging)
+    writer = ShardWriter(os.path.join(staging, WEIGHTS))
+    written = 0
+    try:
+        for name in reader.names(MODEL):
+            tensor = reader.read(MODEL, name)
+            writer.add(MODEL, name, tensor, reader.tensors[MODEL][name]["partition_dim"])
+            written += tensor.nbytes
+        writer.write_index()
+        OmegaConf.save(OmegaConf.create(cfg), os.path.join(staging, CONFIG))
+        pack_nemo(staging, save_path)
+    finally:
+        discard(staging)
+    return written

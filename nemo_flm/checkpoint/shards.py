@@ -87,18 +87,22 @@ class ShardReader:
     """Reads tensors, whole or as any TP size's shard, from a directory ShardWriter wrote."""
 
     def __init__(self, root: str):
-        try:
-            with open(os.path.join(root, INDEX)) as handle:
-                index = json.load(handle)
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(
-                f"'{root}' is not a complete nemo_flm checkpoint ({type(err).__name__} reading "
-                f"{INDEX}): it was not written by nemo_flm, or its writing was interrupted"
-            ) from None
+        self.root = root
+        index = self._index()
         if index.get("format") != FORMAT:
             raise ValueError(f"'{root}' has checkpoint format {index.get('format')!r}, expected {FORMAT!r}")
-        self.root, self.tp_size, self.meta = root, index["tp_size"], index["meta"]
+        self.tp_size, self.meta = index["tp_size"], index["meta"]
         self.tensors: Dict[str, Dict[str, Dict[str, Any]]] = index["tensors"]
+
+    def _index(self) -> Dict[str, Any]:
+        try:
+            with open(os.path.join(self.root, INDEX)) as handle:
+                return json.load(handle)
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(
+                f"'{self.root}' is not a complete nemo_flm checkpoint ({type(err).__name__} reading "
+                f"{INDEX}): it was not written by nemo_flm, or its writing was interrupted"
+            ) from None
 
     def names(self, group: str) -> List[str]:
         return list(self.tensors.get(group, {}))
@@ -139,21 +143,23 @@ class ShardReader:
         return self.read(group, name)[index]
 
     def verify(self) -> None:
-        """Open every file the index names (safetensors checks that a file covers its header):
-        raises naming the first missing or truncated one."""
+        """Open every file the index names (its header must fit in it): raises naming the first
+        missing or truncated one."""
         for group, table in self.tensors.items():
             for name, info in table.items():
                 split = info["partition_dim"] is not None and self.tp_size > 1
                 for shard in range(self.tp_size) if split else [None]:
                     path = _file(self.root, group, name, shard)
                     try:
-                        with safe_open(path, framework="pt"):
-                            pass
+                        self._open(path)
                     except Exception as err:  # noqa: BLE001 - any failure to open means unusable
                         raise ValueError(f"'{path}' is missing or corrupt ({err})") from None
 
-    @staticmethod
-    def _slice(path: str, index) -> Tensor:
+    def _open(self, path: str) -> None:
+        with safe_open(path, framework="pt"):
+            pass
+
+    def _slice(self, path: str, index) -> Tensor:
         with safe_open(path, framework="pt") as handle:
             return handle.get_tensor("t") if index is None else handle.get_slice("t")[index]
 

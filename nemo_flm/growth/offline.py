@@ -47,7 +47,7 @@ class StageCheckpoint:
 
 def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
     """Open `src`, checked against its own config; `workdir` holds extracted or consolidated files."""
-    reader, cfg, state = open_checkpoint(src, workdir)
+    reader, cfg, state = open_checkpoint(src)
     model_cfg = load_shape_config(cfg)
     for name, param in skeleton(model_cfg).named_parameters():
         key = PREFIX + name

@@ -1,25 +1,28 @@
 """Staged growth runs from one command: stage 1 -> grow -> stage 2 -> grow -> ...
 
 As FLM did, a stage change goes through offline growth of the checkpoint and a fresh trainer:
-each stage trains under exp_manager in `<exp_dir>/<job name>/<stage name>/`, ends with a `.nemo`,
-and the next stage starts from a grown checkpoint (`<exp_dir>/<job name>/<stage name>.grown/`,
-growth/offline.py) made from the previous stage's final Lightning checkpoint (weights and Adam
-state). Re-running the command skips finished stages, reuses a grown checkpoint already written,
-and resumes a stage from its last checkpoint, mid-ramp included (the mask value is a function of
-the stage's step).
+each stage trains under exp_manager in `<exp_dir>/<job name>/<stage name>/` (ending with a
+`.nemo` unless exp_manager.save_nemo_on_train_end is off), and the next stage starts from a grown
+checkpoint (`<exp_dir>/<job name>/<stage name>.grown/`, growth/offline.py) made from the previous
+stage's final Lightning checkpoint (weights and Adam state), by a grow job of its own (the
+launcher's chain) or inside the run (ensure_grown). Re-running the command skips finished stages,
+reuses a grown checkpoint already written, and resumes a stage from its last checkpoint, mid-ramp
+included (the mask value is a function of the stage's step).
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import glob
+import logging
 import os
+import time
 from typing import Any, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
+from nemo_flm.atomic import atomic_output
 from nemo_flm.checkpoint.lightning_io import read_trainer_state
 from nemo_flm.config import ConfigError, check_ramp_fits, load_shape_config, validate_ramp
 from nemo_flm.data.blend import check_blend_files
@@ -28,6 +31,8 @@ from nemo_flm.growth.masks import check_ramp_layout
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.growth.report import write_report
+
+WAIT_SECONDS = 2.0  # how often the other ranks look for the grown checkpoint rank 0 writes
 
 
 def stage_job(cfg: DictConfig, index: int) -> DictConfig:
@@ -58,6 +63,13 @@ def stage_nemo(job: DictConfig) -> str:
     return os.path.join(stage_dir(job), "checkpoints", f"{job.exp_manager.name}.nemo")
 
 
+def stage_output(job: DictConfig) -> str:
+    """What a finished stage leaves: its .nemo, or its final checkpoint when it writes none
+    (exp_manager.save_nemo_on_train_end off: scripts/export_nemo.py makes one offline)."""
+    nemo = stage_nemo(job)
+    return nemo if os.path.exists(nemo) else final_checkpoint(job)
+
+
 def done_marker(job: DictConfig) -> str:
     """Written when a stage reached its max_steps (a stopped stage also leaves a .nemo)."""
     return os.path.join(job.exp_manager.exp_dir, f"{job.exp_manager.name}.done")
@@ -78,6 +90,32 @@ def final_checkpoint(job: DictConfig) -> str:
             f"{job.trainer.max_steps}: make checkpoint_callback_params.every_n_train_steps divide max_steps"
         )
     return path
+
+
+def ensure_grown(cfg: DictConfig, index: int) -> str:
+    """Stage `index`'s grown checkpoint: written by its grow job (scripts/grow_checkpoint.py
+    --stage, which the launcher chains as a CPU job between the stages' GPU jobs), or, under
+    growth.grow_in_job, here: by this process alone, or by global rank 0 while the other ranks wait
+    for the folder to appear (it appears only when complete). The wait is on the filesystem, not
+    on a collective, so no process-group timeout ends it, however long the growth takes."""
+    job = stage_job(cfg, index)
+    target = job.model.growth.init_from
+    if os.path.exists(target):
+        return target
+    if not cfg.growth.grow_in_job:
+        raise ConfigError(
+            f"stage '{job.exp_manager.name}' starts from '{target}', which is not there (growth.grow_in_job is false): "
+            f"run its grow job first: python scripts/grow_checkpoint.py --config-name <this config> --stage {index}"
+        )
+    if parallel.launch_rank() == 0:
+        return grow_stage(cfg, index)
+    waited = 0.0
+    while not os.path.exists(target):
+        if waited % 60 == 0:
+            logging.info("waiting for rank 0 to grow %s (%.0f s so far)", target, waited)
+        time.sleep(WAIT_SECONDS)
+        waited += WAIT_SECONDS
+    return target
 
 
 def grow_stage(cfg: DictConfig, index: int) -> str:
@@ -131,23 +169,26 @@ def validate_stages(cfg: DictConfig) -> None:
 
 
 def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
-    """Train every stage in order (skipping finished ones); returns the stages' .nemo paths, or
-    None when a stage stopped before its max_steps (re-running resumes it)."""
+    """Train every stage in order (skipping finished ones); returns the stages' outputs (their
+    .nemo files, stage_output), or None when a stage stopped before its max_steps (re-running
+    resumes it)."""
     validate_stages(cfg)
     nemos = []
     for index in range(len(cfg.stages)):
         job = stage_job(cfg, index)
         if not os.path.exists(done_marker(job)):
-            if index > 0:  # rank 0 writes the grown checkpoint; the others find it done
-                # the process group rank_zero_first waits in (not yet up when a re-run skips stage 1)
+            if index > 0:
+                # this stage's process groups first: growing reads the model's shape through megatron
+                # (not yet set up when a re-run skips stage 1), and must not start a group of its own
                 parallel.initialize(load_shape_config(job.model).parallel, job.model.seed)
-                parallel.rank_zero_first(functools.partial(grow_stage, cfg, index))
+                ensure_grown(cfg, index)
             _, trainer, _ = train_fn(job, callbacks=callbacks)
             if trainer.global_step < job.trainer.max_steps:
                 return None
-            with open(done_marker(job), "w") as handle:
-                handle.write(f"{trainer.global_step}\n")
-        nemos.append(stage_nemo(job))
+            if parallel.is_rank_zero():
+                with atomic_output(done_marker(job)) as tmp, open(tmp, "w") as handle:
+                    handle.write(f"{trainer.global_step}\n")
+        nemos.append(stage_output(job))
         if cfg.growth.stop_after == job.exp_manager.name and index < len(cfg.stages) - 1:
             return nemos  # the launcher's job for this stage ends here; the next job continues
     if parallel.is_rank_zero():

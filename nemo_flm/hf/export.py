@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, Optional
@@ -22,7 +21,7 @@ from typing import Any, Optional
 import torch
 
 from nemo_flm.atomic import atomic_output
-from nemo_flm.checkpoint.nemo_archive import extract_nemo
+from nemo_flm.checkpoint.nemo_archive import open_nemo
 from nemo_flm.checkpoint.shards import ShardReader
 from nemo_flm.checkpoint.weights import MODEL
 from nemo_flm.config import ffn_size, load_shape_config
@@ -55,18 +54,17 @@ def export_to_hf(
     max_bytes = parse_size(max_shard_size)
     parent = os.path.dirname(os.path.abspath(output))
     os.makedirs(parent, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=parent) as workdir:
-        reader, raw_cfg = extract_nemo(nemo, workdir)
-        cfg = load_shape_config(raw_cfg)
-        check_exportable(cfg)
-        dtype = dtype or cfg.params_dtype
-        with atomic_output(output) as tmp:
-            os.makedirs(tmp)
-            shards = _write_weights(reader, cfg, tmp, getattr(torch, HF_DTYPES[dtype]), max_bytes)
-            vocab = reader.shape(MODEL, EMBEDDING)[0]
-            _write_json(os.path.join(tmp, "config.json"), to_hf_config(cfg, vocab, dtype))
-            _copy_remote_code(tmp)
-            tokenizer = _write_tokenizer(tmp, cfg, vocab)
+    reader, raw_cfg = open_nemo(nemo)
+    cfg = load_shape_config(raw_cfg)
+    check_exportable(cfg)
+    dtype = dtype or cfg.params_dtype
+    with atomic_output(output) as tmp:
+        os.makedirs(tmp)
+        shards = _write_weights(reader, cfg, tmp, getattr(torch, HF_DTYPES[dtype]), max_bytes)
+        vocab = reader.shape(MODEL, EMBEDDING)[0]
+        _write_json(os.path.join(tmp, "config.json"), to_hf_config(cfg, vocab, dtype))
+        _copy_remote_code(tmp)
+        tokenizer = _write_tokenizer(tmp, cfg, vocab)
     return Exported(output, len(shards.files), shards.total, HF_DTYPES[dtype], tokenizer)
 
 

@@ -9,7 +9,6 @@ tensor is read at this rank's TP shard, whatever layout wrote it (checkpoint/sha
 from __future__ import annotations
 
 import copy
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
 
@@ -73,11 +72,10 @@ def load_for_inference(
     path: str, tensor_model_parallel_size: int = -1, overrides: Optional[Mapping] = None
 ) -> InferenceModel:
     """The network of a .nemo or checkpoint directory, in eval mode, on this process's device."""
-    with tempfile.TemporaryDirectory(prefix="flm_load_") as workdir:
-        reader, saved, _ = open_checkpoint(path, workdir)
-        cfg = inference_config(saved, tensor_model_parallel_size, overrides)
-        parallel.initialize(cfg.parallel, cfg.seed)
-        network = build_model(cfg)
-        load_weights(network, reader, path)
+    reader, saved, _ = open_checkpoint(path)
+    cfg = inference_config(saved, tensor_model_parallel_size, overrides)
+    parallel.initialize(cfg.parallel, cfg.seed)
+    network = build_model(cfg)
+    load_weights(network, reader, path)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
     return InferenceModel(network.to(device).eval(), cfg)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from nemo_flm import parallel
+from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
 from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.data.blend import Dataset
@@ -168,7 +169,7 @@ class FLMModel(ModelPT):
     def training_step(self, batch: Dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         step = self.trainer.global_step + 1
         try:
-            loss, grad_norm = self._engine.train_step(batch, self.optimizers().step)
+            loss, grad_norm = self._engine.train_step(batch, self.optimizers().step, self._checkpoint_copied)
         except NonFiniteError as err:
             raise NonFiniteError(f"step {step}: {err}") from None
         if self._engine.skipped:
@@ -188,6 +189,13 @@ class FLMModel(ModelPT):
         self.log_dict(metrics, prog_bar=False, batch_size=1)
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=1)
         return torch.tensor(loss)
+
+    def _checkpoint_copied(self) -> None:
+        """Before the update: an asynchronous checkpoint's copy of the weights and Adam state,
+        overlapped with this step's forward and backward, must be complete."""
+        io = self.trainer.strategy.checkpoint_io
+        if isinstance(io, FLMCheckpointIO):
+            io.wait_for_copy()
 
     # -------------------------------------------------------------- validation
     def on_validation_epoch_start(self) -> None:

@@ -59,12 +59,20 @@ class LocalEngine:
             for state in self.optimizer.state.values():
                 state["step"] = torch.tensor(float(step))
 
-    def train_step(self, batch: Batch, optimizer_step: Optional[Callable] = None) -> Tuple[float, float]:
+    def train_step(
+        self, batch: Batch, optimizer_step: Optional[Callable] = None, before_update: Callable[[], None] = lambda: None
+    ) -> Tuple[float, float]:
         """(loss, gradient norm before clipping) of one optimizer step. `optimizer_step` is the
-        optimizer's step as Lightning wraps it (so it counts the step); it runs the closure first."""
+        optimizer's step as Lightning wraps it (so it counts the step); it runs the closure first.
+        `before_update` runs between backward and the update (an async checkpoint's copy ends there)."""
         step = optimizer_step or self.optimizer.step
-        loss = step(closure=lambda: self._forward_backward(batch))
+        loss = step(closure=lambda: self._closure(batch, before_update))
         return loss.item(), self.grad_norm.item()
+
+    def _closure(self, batch: Batch, before_update: Callable[[], None]) -> torch.Tensor:
+        result = self._forward_backward(batch)
+        before_update()
+        return result
 
     def _forward_backward(self, batch: Batch) -> torch.Tensor:
         """Accumulate the gradients of the global-token-mean loss, reduce and clip them; returns the loss."""

@@ -147,13 +147,21 @@ class MegatronEngine:
     def finish_load(self, step: Optional[float]) -> None:
         self.optimizer.finish_load(step)
 
-    def train_step(self, batch: Batch, optimizer_step: Optional[Callable] = None) -> Tuple[float, float]:
+    def train_step(
+        self, batch: Batch, optimizer_step: Optional[Callable] = None, before_update: Callable[[], None] = lambda: None
+    ) -> Tuple[float, float]:
         """(loss, gradient norm before clipping) of one optimizer step. `optimizer_step` is the
-        adapter's step as Lightning wraps it (so it counts the step); it runs the closure first."""
+        adapter's step as Lightning wraps it (so it counts the step); it runs the closure first.
+        `before_update` runs between backward and the update (an async checkpoint's copy ends there)."""
         step = optimizer_step or self.optimizer.step
-        sums = step(closure=lambda: self._forward_backward(batch))
+        sums = step(closure=lambda: self._closure(batch, before_update))
         sums = parallel.all_reduce(sums, parallel.dp_group())
         return (sums[0] / sums[1].clamp_min(1.0)).item(), float(self.optimizer.grad_norm)
+
+    def _closure(self, batch: Batch, before_update: Callable[[], None]) -> torch.Tensor:
+        result = self._forward_backward(batch)
+        before_update()
+        return result
 
     def _forward_backward(self, batch: Batch) -> torch.Tensor:
         for chunk in self.chunks:

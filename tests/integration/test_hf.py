@@ -15,7 +15,7 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything below must work without a network
 
-from nemo_flm.checkpoint.nemo_archive import extract_nemo  # noqa: E402
+from nemo_flm.checkpoint.nemo_archive import open_nemo  # noqa: E402
 from nemo_flm.checkpoint.weights import MODEL  # noqa: E402
 from nemo_flm.config import ffn_size, head_dim, padded_vocab_size  # noqa: E402
 from nemo_flm.hf.export import export_to_hf  # noqa: E402
@@ -55,7 +55,7 @@ def load_hf(folder, **kwargs):
 
 def nemo_tensors(path, workdir):
     """{name: full tensor} of a .nemo, whatever TP wrote it, and its model config."""
-    reader, cfg = extract_nemo(str(path), str(workdir))
+    reader, cfg = open_nemo(str(path))
     return {name: reader.read(MODEL, name) for name in reader.names(MODEL)}, cfg
 
 

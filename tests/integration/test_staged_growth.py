@@ -14,6 +14,7 @@ from nemo_flm.config import register_schema
 from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.ramp import MaskRamp
 from nemo_flm.growth.staged import run_stages
+from nemo_flm.training.curves import read_scalars
 from nemo_flm.training.run import train
 
 CONF = str(Path(__file__).parents[2] / "conf")
@@ -84,3 +85,38 @@ def test_staged_run_and_resume_mid_ramp(tmp_path):
     assert sorted(second.losses) == [(96, s) for s in range(3, 7)] + [(128, s) for s in range(1, 6)]
     for key, loss in {**first.losses, **second.losses}.items():
         assert loss == pytest.approx(straight.losses[key], rel=1e-6, abs=1e-6), key
+
+
+def test_growth_as_a_job_of_its_own_between_the_stages(tmp_path):
+    """The launcher's chain: stage 1's job ends; the grow job (scripts/grow_checkpoint.py --stage 1,
+    CPUs only) writes stage 2's grown checkpoint; stage 2's job, which may not grow
+    (growth.grow_in_job=false), starts from it exactly: its grown model's validation loss before
+    any step is stage 1's final one. Before the grow job ran, that job refuses to start."""
+    import subprocess
+    import sys
+
+    from nemo_flm.config import ConfigError
+
+    base = [*ARGS, f"exp_manager.exp_dir={tmp_path}"]
+
+    def cfg(*more):
+        register_schema()
+        with initialize_config_dir(config_dir=CONF, version_base=None):
+            return compose("flm_tiny_growth", overrides=base + list(more))
+
+    assert run_stages(cfg("growth.stop_after=stage1"), train)
+    stage2 = ("growth.stop_after=stage2", "growth.grow_in_job=false")
+    with pytest.raises(ConfigError, match="stage 'stage2' starts from .*stage2.grown', which is not there") as err:
+        run_stages(cfg(*stage2), train)
+    assert "\n" not in str(err.value) and not (tmp_path / "flm_tiny_growth" / "stage2").exists()
+    grow = [sys.executable, str(Path(CONF).parent / "scripts" / "grow_checkpoint.py"), "--config-name"]
+    done = subprocess.run(
+        [*grow, "flm_tiny_growth", "--stage", "1", *base], capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "grew " in done.stdout and (tmp_path / "flm_tiny_growth" / "stage2.grown").is_dir()
+    assert run_stages(cfg(*stage2), train)
+    job = tmp_path / "flm_tiny_growth"
+    before = read_scalars(str(job / "stage1"), ["val_loss"])["val_loss"][-1][1]
+    after = read_scalars(str(job / "stage2"), ["val_loss_after_growth"])["val_loss_after_growth"][0][1]
+    assert after == pytest.approx(before, rel=1e-5)

@@ -28,14 +28,29 @@ def test_101b_job_runs_torchrun_on_24_nodes_of_8_gpus(tmp_path):
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
 
 
-def test_growth_plan_is_three_chained_stage_jobs():
+def test_growth_plan_chains_gpu_stage_jobs_and_cpu_grow_jobs(tmp_path):
+    """stage -> grow -> stage -> grow -> stage -> .nemo, each after the previous one succeeded:
+    growth and packing run on CPUs in jobs of their own, and the stage jobs may not grow (no GPU
+    waits on it)."""
     from nemo_flm.launcher import render
 
-    jobs = render(compose_job("launcher/flm_101b_growth"), "launcher/flm_101b_growth")
-    assert [j.after_previous for j in jobs] == [False, True, True]
-    for job, stage in zip(jobs, ("flm_16b", "flm_51b", "flm_101b")):
-        assert f"growth.stop_after={stage}" in job.command and job.name.endswith(stage)
-    assert [j.layout for j in jobs] == ["TP2 x PP1 x DP96", "TP4 x PP2 x DP24", "TP4 x PP4 x DP12"]
+    overrides = ["cluster.cpu_partition=cpu"]
+    jobs = render(compose_job("launcher/flm_101b_growth", overrides), "launcher/flm_101b_growth", overrides)
+    names = [j.name.split(":")[-1] for j in jobs]
+    assert names == ["flm_16b", "flm_51b.grow", "flm_51b", "flm_101b.grow", "flm_101b", "flm_101b.nemo"]
+    assert [j.after_previous for j in jobs] == [False, True, True, True, True, True]
+    for job, stage in zip(jobs[0:5:2], ("flm_16b", "flm_51b", "flm_101b")):
+        assert f"growth.stop_after={stage} growth.grow_in_job=false" in job.command
+        assert "#SBATCH --gpus-per-node=8" in job.script
+    steps = [("grow_checkpoint.py", 1), ("grow_checkpoint.py", 2), ("export_nemo.py", 2)]
+    for job, (script, index) in zip(jobs[1::2], steps):
+        assert f"scripts/{script} --config-name launcher/flm_101b_growth --stage {index}" in job.command
+        assert "torchrun" not in job.command and "--gpus-per-node" not in job.script
+        assert "#SBATCH --partition=cpu" in job.script and "#SBATCH --cpus-per-task=16" in job.script
+        script = tmp_path / "grow.sh"
+        script.write_text(job.script)
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    assert [j.layout for j in jobs] == ["TP2 x PP1 x DP96", "CPU", "TP4 x PP2 x DP24", "CPU", "TP4 x PP4 x DP12", "CPU"]
 
 
 def test_dry_run_prints_and_writes_nothing(tmp_path):
@@ -46,7 +61,7 @@ def test_dry_run_prints_and_writes_nothing(tmp_path):
         timeout=120,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert "--dependency=afterok:$JOB2" in out.stdout and "nothing written, nothing started" in out.stdout
+    assert "--dependency=afterok:$JOB5" in out.stdout and "nothing written, nothing started" in out.stdout
     assert not (tmp_path / "results").exists()
 
 

@@ -52,6 +52,14 @@ def test_a_second_save_of_the_same_step_links_the_first(single_process, tmp_path
     assert all((tmp_path / "next" / f).stat().st_nlink == 1 for f in os.listdir(tmp_path / "next"))
 
 
+class _Response:
+    """DCP's async answer: the copy is done, the write is `upload`."""
+
+    def __init__(self, upload: Future):
+        self.staging_completion, self.upload_completion = Future(), upload
+        self.staging_completion.set_result(None)
+
+
 def test_a_removal_waits_for_the_save_in_flight(single_process, tmp_path, monkeypatch):
     """The previous checkpoint must outlive the new one's write: a kill before the new one is
     published then still finds a whole checkpoint."""
@@ -60,9 +68,9 @@ def test_a_removal_waits_for_the_save_in_flight(single_process, tmp_path, monkey
     io.wait()
     writing = Future()
 
-    def slow_save(pieces, path, group, background):
+    def slow_save(pieces, path, group, stager):
         os.makedirs(path)
-        return writing
+        return _Response(writing)
 
     monkeypatch.setattr(lightning_io.dcp, "save", slow_save)
     io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new.ckpt"))
@@ -79,10 +87,28 @@ def test_a_failed_write_publishes_and_removes_nothing(single_process, tmp_path, 
     io.save_checkpoint(_checkpoint(step=2), str(tmp_path / "old.ckpt"))
     io.wait()
     failing = Future()
-    monkeypatch.setattr(lightning_io.dcp, "save", lambda pieces, path, group, background: failing)
+    monkeypatch.setattr(lightning_io.dcp, "save", lambda pieces, path, group, stager: _Response(failing))
     io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new.ckpt"))
     io.remove_checkpoint(str(tmp_path / "old.ckpt"))
     failing.set_exception(OSError("No space left on device"))
     with pytest.raises(OSError, match="No space left"):
         io.wait()
     assert (tmp_path / "old").is_dir() and not (tmp_path / "new").exists()
+
+
+def test_an_async_save_writes_the_tensors_as_they_were_when_copied(single_process, tmp_path):
+    """Training changes the weights once wait_for_copy returns (its next update): the write, still
+    going on, holds the copy."""
+    from nemo_flm.checkpoint import dcp
+
+    weights = torch.ones(10_000_000)
+    io = FLMCheckpointIO(async_save=True)
+    io.save_checkpoint(
+        {**_checkpoint(), PIECES: [shard_piece(("model/w",), weights, None, 0, 1)]}, str(tmp_path / "a.ckpt")
+    )
+    io.wait_for_copy()
+    weights.fill_(7.0)  # the update
+    io.wait()
+    read = torch.zeros_like(weights)
+    dcp.load([shard_piece(("model/w",), read, None, 0, 1)], str(tmp_path / "a"))
+    assert torch.equal(read, torch.ones_like(read))
