@@ -63,7 +63,11 @@ class DataConfig:
     weights: Optional[Any] = None  # with a dict blend: {name: weight} (unset: equal weights); Any, as blend
     split: str = "98,2,0"
     seed: int = 1234
-    cache_dir: str = "~/.cache/nemo_flm"
+    cache_dir: str = "~/.cache/nemo_flm"  # where the built-in corpus is built
+    # megatron's sample indices (built by global rank 0, read by every rank): null = beside the data
+    # (megatron's default, on the storage every node reads the data from); set a shared folder when
+    # the data's is read-only
+    index_cache_dir: Optional[str] = None
     num_workers: int = 0  # DataLoader workers
     eval_samples: int = 64  # validation samples per language at each validation
     preprocess_workers: int = 2

@@ -20,35 +20,53 @@ from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
 from nemo_flm.config import ConfigError
 from nemo_flm.data.blend import Dataset, parse_blend
-from nemo_flm.data.corpus import build_default_corpus
+from nemo_flm.data.corpus import SOURCES, build_default_corpus, corpus_dir
 from nemo_flm.data.tokenizer import FLMTokenizer
 
 
-def data_blend(data_cfg: Any) -> List[Dataset]:
-    """The configured blend (data/blend.py), or the built-in corpus (built on first use) weighted
-    by data.corpus.weights; every dataset's training and validation shares checked to hold a
-    document."""
+def blend_datasets(data_cfg: Any) -> List[Dataset]:
+    """The configured blend (data/blend.py), or the built-in corpus's datasets weighted by
+    data.corpus.weights, without building anything (the corpus's place is known beforehand)."""
     datasets = parse_blend(data_cfg)
     if datasets is not None:
         # absolute: `data/en_text` in another directory is another dataset
-        blend = [Dataset(d.name, os.path.abspath(os.path.expanduser(d.prefix)), d.weight) for d in datasets]
-    else:
-        prefixes = build_default_corpus(data_cfg)
-        blend = [Dataset(lang, prefix, float(data_cfg.corpus.weights[lang])) for lang, prefix in prefixes.items()]
+        return [Dataset(d.name, os.path.abspath(os.path.expanduser(d.prefix)), d.weight) for d in datasets]
+    out = corpus_dir(data_cfg)
+    return [Dataset(lang, os.path.join(out, lang), float(data_cfg.corpus.weights[lang])) for lang in SOURCES]
+
+
+def data_blend(data_cfg: Any) -> List[Dataset]:
+    """blend_datasets, the built-in corpus built on first use; every dataset's training and
+    validation shares checked to hold a document."""
+    if parse_blend(data_cfg) is None:
+        build_default_corpus(data_cfg)
+    blend = blend_datasets(data_cfg)
     for split in (0, 1):
         require_documents(data_cfg, blend, split)
     return blend
 
 
-def _cache_dir(data_cfg: Any, prefixes: List[str]) -> str:
-    """megatron keys its index cache by the prefix path, not by the data: a dataset rewritten under
-    the same prefix (re-preprocessed, --overwrite) would be read through the old indices (an
-    IndexError, or wrong samples). The cache lives under a fingerprint of the .idx files instead."""
+def index_cache_base(data_cfg: Any, prefixes: List[str]) -> str:
+    """Where megatron's indices of these datasets live: data.index_cache_dir, or beside the data
+    (megatron's own default): storage every node reads anyway, as rank 0 alone builds them."""
+    if data_cfg.index_cache_dir:
+        return os.path.expanduser(data_cfg.index_cache_dir)
+    return os.path.join(os.path.dirname(sorted(prefixes)[0]), "index-cache")
+
+
+def data_fingerprint(prefixes: List[str]) -> str:
+    """The .idx files' sizes and times: megatron keys its index cache by the prefix path, not by the
+    data, so a dataset rewritten under the same prefix (re-preprocessed, --overwrite) would be read
+    through the old indices (an IndexError, or wrong samples); the cache lives under this instead."""
     digest = hashlib.sha256()
     for prefix in sorted(prefixes):
         stat = os.stat(f"{prefix}.idx")
         digest.update(f"{prefix}:{stat.st_size}:{stat.st_mtime_ns};".encode())
-    return os.path.join(os.path.expanduser(data_cfg.cache_dir), "index-cache", digest.hexdigest()[:16])
+    return digest.hexdigest()[:16]
+
+
+def _cache_dir(data_cfg: Any, prefixes: List[str]) -> str:
+    return os.path.join(index_cache_base(data_cfg, prefixes), data_fingerprint(prefixes))
 
 
 def _config(data_cfg: Any, seq_length: int, blend) -> GPTDatasetConfig:

@@ -5,6 +5,7 @@ scripts/train.py calls this after Hydra composed the config; tests call it direc
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Iterable, Tuple
 
@@ -17,8 +18,9 @@ from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 from nemo_flm.config import check_ramp_fits, load_model_config
 from nemo_flm.data.blend import check_blend_files
+from nemo_flm.data.prepare import prepare_data
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
-from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint
+from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint, read_grown_meta
 from nemo_flm.training.devices import resolve_devices
 from nemo_flm.training.engine import resolve_engine
 from nemo_flm.training.flm_model import FLMModel
@@ -45,6 +47,9 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     exp_cfg = OmegaConf.to_container(cfg.exp_manager, resolve=True)  # a copy: exp_manager writes into it
     clear_unfinished_markers(checkpoint_folder(trainer, exp_cfg))
     log_dir = exp_manager(trainer, OmegaConf.create(exp_cfg))
+    init_from = model_cfg.growth.init_from
+    offset = read_grown_meta(os.path.expanduser(init_from))["consumed_samples"] if init_from else 0
+    prepare_data(model_cfg, offset + trainer_kwargs["max_steps"] * model_cfg.global_batch_size)  # rank 0, no barrier
     model = FLMModel(model_cfg, trainer=trainer)  # starts the process groups
     trainer.ckpt_path = decide_resume(trainer.ckpt_path)  # training/resume.py
     model.data_blend()  # on every rank: the built-in corpus is prepared once, rank 0 first

@@ -44,6 +44,7 @@ SMALL_SCRIPTS = {  # scripts that train inside
     "python scripts/mup_coord_check.py": "--widths 32 64 --head-dim 16 --steps 2 --seq 16 --batch 2 --vocab 256",
     "python scripts/mup_lr_sweep.py": "--widths 32 64 --head-dim 16 --log2-lr -7 -6 --steps 2 --warmup 1 --held-out 1 "
     "--seeds 1 --seq 16 --batch 2 --vocab 256",
+    "python scripts/bench_checkpoint.py": "--nproc 2 --hidden 64 --layers 1",
 }
 
 
