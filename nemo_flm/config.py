@@ -34,6 +34,8 @@ class ParallelConfig:
     # pipeline schedules; local: a plain loop with torch AdamW, PP=1 (training/engine.py)
     engine: str = "auto"
     overlap_grad_reduce: bool = True  # megatron engine: DP gradient reduce overlapped with backward
+    # megatron engine: the updated weights' all-gather over DP overlapped with the next forward
+    overlap_param_gather: bool = False
     backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | gloo | nccl
     # how long any collective (barrier, all-reduce, checkpoint planning) waits for the other ranks
     # before the job fails; torch.distributed's NCCL default is 10. 30 is Lightning's and megatron's

@@ -8,10 +8,11 @@ device (see training/local_engine.py, training/megatron_engine.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from datetime import timedelta
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -186,6 +187,18 @@ def broadcast_object(value: Any) -> Any:
     holder = [value]
     dist.broadcast_object_list(holder, src=0, group=checkpoint_group())
     return holder[0]
+
+
+@contextlib.contextmanager
+def alone() -> Iterator[None]:
+    """A process group of this process alone, for library code that asks torch.distributed for its
+    rank (megatron's BlendedDataset) before the job's groups exist; destroyed on exit, so the job's
+    own group starts afterwards as usual."""
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def launch_rank() -> int:

@@ -6,7 +6,9 @@ Builds FLM's 16B block (hidden 4096, 32 heads of 128, FFN 16384, sequence 2048, 
 vocabulary) with as many layers as --layers, on one GPU through the production path (training/
 megatron_engine.py: megatron DDP, the distributed optimizer at DP = 1, the PP = 1 schedule), local
 spec with SDPA (flash) attention, and prints tokens/s and MFU (training FLOPs of training/flops.py
-over the GPU's dense bf16 peak) without and with full activation recompute. Then 30 steps on one
+over the GPU's dense bf16 peak) without and with full activation recompute, and with
+parallel.overlap_param_gather (at DP = 1 there is nothing to gather: it checks that megatron's
+pre-hook path runs on CUDA and what it costs; the gain needs DP > 1). Then 30 steps on one
 fixed batch, whose loss must fall (memorisation). CUDA only; compare the MFU with FLM's 52.9% on A800s
 (Transformer Engine and fused kernels there).
 """
@@ -32,7 +34,7 @@ from nemo_flm.training.megatron_engine import MegatronEngine  # noqa: E402
 from nemo_flm.training.throughput import peak_flops  # noqa: E402
 
 
-def model_cfg(layers: int, recompute: bool, micro: int, batch: int):
+def model_cfg(layers: int, recompute: bool, micro: int, batch: int, overlap_param_gather: bool = False):
     return load_model_config(
         dict(
             num_layers=layers,
@@ -47,6 +49,7 @@ def model_cfg(layers: int, recompute: bool, micro: int, batch: int):
             attention_dropout=0.0,
             recompute="full" if recompute else None,
             optim=dict(lr=1e-4, min_lr=1e-5, lr_warmup_samples=0, lr_decay_samples=10**6),
+            parallel=dict(overlap_param_gather=overlap_param_gather),
         )
     )
 
@@ -91,13 +94,18 @@ def main() -> None:
         sys.exit("error: no CUDA GPU here (this benchmark measures the GPU path)")
     print(f"{torch.cuda.get_device_name()}: FLM 16B layer shape, {args.layers} layers, bf16, batch {args.batch}")
     base = None
-    for recompute in (False, True):
-        cfg = model_cfg(args.layers, recompute, args.micro_batch, args.batch)
+    variants = [
+        ("recompute off ", False, False),
+        ("recompute full", True, False),
+        ("overlap_param_gather", False, True),
+    ]
+    for label, recompute, overlap in variants:
+        cfg = model_cfg(args.layers, recompute, args.micro_batch, args.batch, overlap)
         tps, mfu, _ = throughput(cfg, args.steps)
         base = base or tps
         memory = torch.cuda.max_memory_allocated() / 2**30
         print(
-            f"  recompute {'full' if recompute else 'off '}: {tps:,.0f} tokens/s, MFU {mfu:.1%}, "
+            f"  {label}: {tps:,.0f} tokens/s, MFU {mfu:.1%}, "
             f"{tps / base:.2f}x the run without recompute; peak memory {memory:.1f} GiB"
         )
         gc.collect()

@@ -88,9 +88,9 @@ def local_engine(cfg, model, optimizer=None):
     return engine
 
 
-def write_checkpoint(path, cfg, engine, global_step: int, consumed_samples: int = 0) -> None:
+def write_checkpoint(path, cfg, engine, global_step: int, consumed_samples: int = 0, io=None) -> None:
     """A training checkpoint at `path` as FLMModel's Lightning runs write it: its hooks' attach,
-    then FLMCheckpointIO on every rank."""
+    then FLMCheckpointIO (`io`, e.g. an asynchronous one) on every rank."""
     from omegaconf import OmegaConf
 
     from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
@@ -105,7 +105,7 @@ def write_checkpoint(path, cfg, engine, global_step: int, consumed_samples: int 
         "global_step": global_step,
     }
     attach(checkpoint, network, engine)
-    FLMCheckpointIO().save_checkpoint(checkpoint, str(path))
+    (io or FLMCheckpointIO()).save_checkpoint(checkpoint, str(path))
 
 
 def read_checkpoint(path, engine) -> dict:

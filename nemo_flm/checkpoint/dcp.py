@@ -211,9 +211,13 @@ class PieceStager(AsyncStager):
     def __init__(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="checkpoint-copy")
         self._buffers: Dict[str, torch.Tensor] = {}
+        self._stream = torch.cuda.Stream() if torch.cuda.is_available() else None
 
     def stage(self, state_dict: Dict[str, torch.Tensor]) -> Future:
-        return self._executor.submit(self._copy, state_dict)
+        """The copy starts once the work queued so far (the update that made these values) is
+        done, on a stream of its own, so the next step's kernels run beside it."""
+        ready = torch.cuda.current_stream().record_event() if self._stream is not None else None
+        return self._executor.submit(self._copy, state_dict, ready)
 
     def _buffer(self, key: str, tensor: torch.Tensor) -> torch.Tensor:
         buffer = self._buffers.get(key)
@@ -223,10 +227,17 @@ class PieceStager(AsyncStager):
         return buffer
 
     @torch.no_grad()
-    def _copy(self, state_dict: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        staged = {key: self._buffer(key, tensor).copy_(tensor, non_blocking=True) for key, tensor in state_dict.items()}
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+    def _copy(self, state_dict: Dict[str, torch.Tensor], ready) -> Dict[str, torch.Tensor]:
+        if self._stream is None:
+            staged = {key: self._buffer(key, tensor).copy_(tensor) for key, tensor in state_dict.items()}
+        else:
+            self._stream.wait_event(ready)
+            with torch.cuda.stream(self._stream):
+                staged = {
+                    key: self._buffer(key, tensor).copy_(tensor, non_blocking=True)
+                    for key, tensor in state_dict.items()
+                }
+            self._stream.synchronize()
         for key in set(self._buffers) - set(state_dict):
             del self._buffers[key]
         return staged

@@ -113,6 +113,7 @@ def export_nemo(src: str, save_path: str) -> int:
     from nemo_flm.checkpoint.source import open_checkpoint
 
     reader, cfg, _ = open_checkpoint(src)
+    save_path = os.path.abspath(save_path)
     staging = f"{save_path}.staging"
     discard(staging)
     writer = ShardWriter(os.path.join(staging, WEIGHTS))

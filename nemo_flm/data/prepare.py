@@ -18,6 +18,8 @@ import os
 import time
 from typing import Any
 
+import torch.distributed as dist
+
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output
 from nemo_flm.config import ConfigError
@@ -53,24 +55,29 @@ def _current(marker: str, prefixes) -> bool:
 
 def prepare_data(model_cfg: Any, train_samples: int) -> None:
     """Global rank 0 builds the corpus and the indices of `train_samples` training samples and of
-    the validation samples; the other ranks wait until it has."""
+    the validation samples; the other ranks wait until it has. In a process whose groups already
+    exist (a later stage of a staged run) megatron's own rank-0-first build does it, with every
+    rank present."""
+    if dist.is_initialized():
+        return
     data = model_cfg.data
     marker = _marker(model_cfg, train_samples)
-    if parallel.launch_rank() == 0:
-        try:
-            os.makedirs(os.path.dirname(marker), exist_ok=True)
-        except OSError as err:
-            raise ConfigError(
-                f"cannot write megatron's index cache at '{os.path.dirname(marker)}' ({err.strerror}): set "
-                "model.data.index_cache_dir to a folder every node shares"
-            ) from None
+    if parallel.launch_rank() != 0:
+        _wait(marker, [d.prefix for d in blend_datasets(data)], model_cfg.parallel.distributed_timeout_minutes)
+        return
+    try:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+    except OSError as err:
+        raise ConfigError(
+            f"cannot write megatron's index cache at '{os.path.dirname(marker)}' ({err.strerror}): set "
+            "model.data.index_cache_dir to a folder every node shares"
+        ) from None
+    with parallel.alone():
         blend = data_blend(data)
         build_train_dataset(data, blend, model_cfg.seq_length, train_samples)
         build_valid_datasets(data, blend, model_cfg.seq_length, data.eval_samples)
-        with atomic_output(marker) as tmp, open(tmp, "w") as handle:
-            handle.write(data_fingerprint([d.prefix for d in blend]) + "\n")
-        return
-    _wait(marker, [d.prefix for d in blend_datasets(data)], model_cfg.parallel.distributed_timeout_minutes)
+    with atomic_output(marker) as tmp, open(tmp, "w") as handle:
+        handle.write(data_fingerprint([d.prefix for d in blend]) + "\n")
 
 
 def _wait(marker: str, prefixes, minutes: int) -> None:

@@ -252,6 +252,8 @@ class FLMModel(ModelPT):
                 self._ramp.masks.c,
             )
             return
+        if self._engine is not None:  # overlap_param_gather defers the last update's all-gather
+            self._engine.sync_weights()
         self._save_restore_connector.save_to(self, os.path.abspath(os.path.expanduser(save_path)))
 
     @classmethod

@@ -38,6 +38,9 @@ class LocalEngine:
         """The network was replaced (the MSG fold); it holds the same parameters."""
         (self.model,) = chunks
 
+    def sync_weights(self) -> None:
+        """Every rank's weights are whole after each update here (no deferred all-gather)."""
+
     def checkpoint_pieces(self, save: bool, moments: bool) -> List[Piece]:
         """This rank's weights and, with `moments`, its Adam moments: each TP shard whole."""
         return shard_pieces(self.model, save, (lambda p: self.optimizer.state.get(p, {})) if moments else None)

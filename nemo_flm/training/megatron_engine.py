@@ -96,6 +96,7 @@ class MegatronEngine:
         ddp_config = DistributedDataParallelConfig(
             grad_reduce_in_fp32=True,
             overlap_grad_reduce=par.overlap_grad_reduce,
+            overlap_param_gather=par.overlap_param_gather,
             use_distributed_optimizer=True,
         )
         self.chunks = [
@@ -130,8 +131,22 @@ class MegatronEngine:
         """The network was replaced by one holding the very same parameters (the MSG fold, which
         megatron's gradient hooks and buffers follow): point the DDP wrappers at it."""
         for wrapper, chunk in zip(self.chunks, chunks):
+            if wrapper.use_forward_hook:  # the all-gather pre-hooks hang on the old modules
+                wrapper.disable_forward_pre_hook(param_sync=True)
             wrapper.module = chunk
+            if wrapper.use_forward_hook:
+                wrapper.enable_forward_pre_hook()
         self.network = as_network(chunks)
+
+    def sync_weights(self) -> None:
+        """Every rank's weights whole now. With overlap_param_gather the last update's all-gather
+        runs inside the next forward (megatron's pre-hooks): code that reads the weights outside a
+        forward (.nemo, export) calls this first; megatron's own way, disabling and re-enabling
+        the hooks with a synchronous all-gather."""
+        for chunk in self.chunks:
+            if chunk.use_forward_hook:
+                chunk.disable_forward_pre_hook(param_sync=True)
+                chunk.enable_forward_pre_hook()
 
     def checkpoint_pieces(self, save: bool, moments: bool) -> List[Piece]:
         """The ranges of the weights, fp32 main weights and (with `moments`) Adam moments that this

@@ -93,3 +93,33 @@ def test_cached_generation_on_the_gpu_matches_cpu(single_process):
         results.append(([c.token_ids for c in out], generator.score([prompts[0] + out[0].token_ids])[0].logprobs[1:]))
     assert results[0][0] == results[1][0]
     torch.testing.assert_close(torch.tensor(results[0][1]), torch.tensor(results[1][1]), atol=1e-4, rtol=0)
+
+
+def test_an_async_checkpoint_of_the_megatron_engine_on_the_gpu_resumes_exactly(single_process, tmp_path):
+    """The production save on CUDA, in the background (pinned host copy, non-blocking transfers),
+    overlapped with the next step, and a fresh engine's resume: every rank's pieces (weights, fp32
+    main weights, Adam moments) equal the ones saved."""
+    from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
+    from nemo_flm.model.builder import build_chunks
+    from nemo_flm.training.megatron_engine import MegatronEngine
+    from tests.helpers import read_checkpoint, write_checkpoint
+
+    cfg = tiny_cfg(params_dtype="bf16")
+    tokens = torch.randint(0, cfg.vocab_size, (4, cfg.seq_length + 1), device="cuda")
+    batch = {
+        "tokens": tokens[:, :-1],
+        "labels": tokens[:, 1:],
+        "loss_mask": torch.ones_like(tokens[:, 1:]),
+        "position_ids": torch.arange(cfg.seq_length, device="cuda")[None].expand(4, -1),
+    }
+    engine = MegatronEngine(build_chunks(cfg), cfg)
+    engine.train_step(batch)
+    saved = [p.tensor.detach().cpu().clone() for p in engine.checkpoint_pieces(save=False, moments=True)]
+    io = FLMCheckpointIO(async_save=True)
+    write_checkpoint(tmp_path / "a.ckpt", cfg, engine, 1, io=io)
+    engine.train_step(batch, before_update=io.wait_for_copy)  # the update after the copy
+    io.wait()
+    fresh = MegatronEngine(build_chunks(cfg), cfg)
+    read_checkpoint(tmp_path / "a.ckpt", fresh)
+    for want, piece in zip(saved, fresh.checkpoint_pieces(save=False, moments=True)):
+        assert torch.equal(piece.tensor.cpu(), want), piece.key

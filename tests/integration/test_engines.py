@@ -26,6 +26,7 @@ LAYOUTS = {
     "pp2-1f1b": dict(pipeline_model_parallel_size=2),
     "pp2-vp2": dict(pipeline_model_parallel_size=2, virtual_pipeline_model_parallel_size=2),
     "dp4-sharded-adam": dict(),
+    "dp4-overlap-param-gather": dict(overlap_param_gather=True),
     "tp2-pp2": dict(tensor_model_parallel_size=2, pipeline_model_parallel_size=2),
 }
 CHECKPOINTED = "tp2-pp2"  # its checkpoint is read at TP1 by the local engine
@@ -130,6 +131,7 @@ def _rank(rank, path):
                     param.copy_(full if dim is None else full.chunk(parallel.tp_size(), dim)[parallel.tp_rank()])
             engine = MegatronEngine(model_chunks(network), cfg)
             losses = _train(engine, ref["batch"], parallel.dp_rank(), parallel.dp_size())
+            engine.sync_weights()  # overlap_param_gather: the last update's all-gather is still to come
             worst = 0.0
             for key, param in network.named_parameters():
                 full, dim = ref["final"][names[key]], dims[key]

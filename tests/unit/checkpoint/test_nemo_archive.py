@@ -80,3 +80,21 @@ def test_nemo_restore_extracts_the_config_not_the_weights(single_process, tmp_pa
     assert extracted and not any(WEIGHTS in name for name in extracted), extracted
     for (name, param), (_, mine) in zip(model.named_parameters(), restored.named_parameters()):
         assert torch.equal(param, mine), name
+
+
+def test_a_checkpoint_exported_offline_restores_its_weights(single_process, tmp_path, monkeypatch):
+    """scripts/export_nemo.py's packing: the .nemo of a training checkpoint, made in one process
+    tensor by tensor, restores through FLMModel with exactly the checkpoint's weights."""
+    from nemo_flm.checkpoint.nemo_file import export_nemo
+    from nemo_flm.training.flm_model import FLMModel
+    from tests.helpers import local_engine, tiny_cfg, trained_model, write_checkpoint
+
+    cfg = tiny_cfg()
+    model, opt = trained_model(cfg, 2)
+    write_checkpoint(tmp_path / "c.ckpt", cfg, local_engine(cfg, model, opt), 2)
+    monkeypatch.chdir(tmp_path)  # a bare file name: written in the working directory
+    export_nemo(str(tmp_path / "c"), "c.nemo")
+    restored = FLMModel.restore_from(str(tmp_path / "c.nemo"), map_location="cpu")
+    mine = dict(restored.model.named_parameters())
+    for name, param in model.named_parameters():
+        assert torch.equal(param, mine[name]), name
