@@ -8,17 +8,16 @@ splits) come from the model config the checkpoint carries, through a meta-device
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
-import torch
 from torch import Tensor
 
 from nemo_flm.checkpoint import dcp
-from nemo_flm.checkpoint.shards import LazyGroup
+from nemo_flm.checkpoint.shards import TensorTable
 from nemo_flm.checkpoint.weights import PREFIX
 
 
-class TrainingCheckpointReader:
+class TrainingCheckpointReader(TensorTable):
     tp_size = 1  # tensors are stored whole (in chunks), whatever layout wrote them
     meta: Dict[str, Any] = {}
 
@@ -32,12 +31,6 @@ class TrainingCheckpointReader:
             dim = partition_dims.get(name.removeprefix(prefix))
             self.tensors.setdefault(group, {})[name] = {"shape": list(md.size), "partition_dim": dim}
 
-    def names(self, group: str) -> List[str]:
-        return list(self.tensors.get(group, {}))
-
-    def shape(self, group: str, name: str) -> torch.Size:
-        return torch.Size(self.tensors[group][name]["shape"])
-
     def read(self, group: str, name: str, tp_rank: int = 0, tp_size: int = 1) -> Tensor:
         """Chunk `tp_rank` of `tp_size` of the full tensor along its partition dim (the whole
         tensor when it is replicated or tp_size is 1)."""
@@ -45,20 +38,12 @@ class TrainingCheckpointReader:
         shape, dim = info["shape"], info["partition_dim"]
         offsets, sizes = [0] * len(shape), list(shape)
         if dim is not None and tp_size > 1:
-            if shape[dim] % tp_size:
-                raise ValueError(
-                    f"'{name}' has {shape[dim]} entries along dim {dim}, which do not split into "
-                    f"{tp_size} tensor-parallel shards: choose a tensor_model_parallel_size dividing it"
-                )
-            sizes[dim] = shape[dim] // tp_size
-            offsets[dim] = tp_rank * sizes[dim]
-        return dcp.read_box(self._reader, f"{group}/{name}", offsets, sizes)
+            lo, hi = self.tp_range(group, name, tp_rank, tp_size)
+            offsets[dim], sizes[dim] = lo, hi - lo
+        return self.read_box(group, name, offsets, sizes)
 
     def read_box(self, group: str, name: str, offsets, sizes) -> Tensor:
         return dcp.read_box(self._reader, f"{group}/{name}", offsets, sizes)
-
-    def group(self, name: str, prefix: str = "", tp_rank: int = 0, tp_size: int = 1) -> LazyGroup:
-        return LazyGroup(self, name, prefix, tp_rank, tp_size)
 
     def verify(self) -> None:
         dcp.verify(self.root)

@@ -210,10 +210,10 @@ class FLMCheckpointIO(CheckpointIO):
             return
         self.wait()
         staging = partial_path(root)
-        self._last = (event, root)
         if self.async_save and self._stager is None:
             self._stager = dcp.PieceStager()
         response = dcp.save(pieces, staging, parallel.checkpoint_group(), self._stager)
+        self._last = (event, root)  # async: a link to it waits for its publish, and is dropped if it fails
         if response is None:
             self._publish(staging, root, state)
             return
@@ -245,7 +245,7 @@ class FLMCheckpointIO(CheckpointIO):
                 self._publish(staging, root, state)
                 deferred = self._deferred
             else:
-                self._failed = future
+                self._failed, self._last = future, None
                 logging.error("checkpoint %s was not written: %s", root, future.exception())
         except BaseException as err:  # noqa: BLE001 - raised in the training loop by wait()
             self._error = err
@@ -268,10 +268,7 @@ class FLMCheckpointIO(CheckpointIO):
 
     def wait(self) -> None:
         """Block until the save in flight is written and published; raise what failed."""
-        with self._lock:
-            future = self._writing
-        if future is not None or not self._done.is_set():
-            self._done.wait()
+        self._done.wait()
         if self._failed is not None:
             failed, self._failed = self._failed, None
             failed.result()  # raises the write's own error

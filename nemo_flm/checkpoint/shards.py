@@ -83,7 +83,36 @@ class ShardWriter:
             json.dump(index, handle, indent=1)
 
 
-class ShardReader:
+class TensorTable:
+    """What every checkpoint reader answers from its table of tensors (group -> name -> full
+    shape and partition dim): names, shapes, a TP shard's range, lazily read groups."""
+
+    tensors: Dict[str, Dict[str, Dict[str, Any]]]
+
+    def names(self, group: str) -> List[str]:
+        return list(self.tensors.get(group, {}))
+
+    def shape(self, group: str, name: str) -> torch.Size:
+        return torch.Size(self.tensors[group][name]["shape"])
+
+    def tp_range(self, group: str, name: str, tp_rank: int, tp_size: int) -> Tuple[int, int]:
+        """[lo, hi) of the partition dim that shard `tp_rank` of `tp_size` holds (megatron's shards
+        are contiguous chunks of the full tensor)."""
+        info = self.tensors[group][name]
+        dim = info["partition_dim"]
+        length = info["shape"][dim]
+        if length % tp_size:
+            raise ValueError(
+                f"'{name}' has {length} entries along dim {dim}, which do not split into "
+                f"{tp_size} tensor-parallel shards: choose a tensor_model_parallel_size dividing it"
+            )
+        return tp_rank * length // tp_size, (tp_rank + 1) * length // tp_size
+
+    def group(self, name: str, prefix: str = "", tp_rank: int = 0, tp_size: int = 1) -> "LazyGroup":
+        return LazyGroup(self, name, prefix, tp_rank, tp_size)
+
+
+class ShardReader(TensorTable):
     """Reads tensors, whole or as any TP size's shard, from a directory ShardWriter wrote."""
 
     def __init__(self, root: str):
@@ -104,12 +133,6 @@ class ShardReader:
                 f"{INDEX}): it was not written by nemo_flm, or its writing was interrupted"
             ) from None
 
-    def names(self, group: str) -> List[str]:
-        return list(self.tensors.get(group, {}))
-
-    def shape(self, group: str, name: str) -> torch.Size:
-        return torch.Size(self.tensors[group][name]["shape"])
-
     def read(self, group: str, name: str, tp_rank: int = 0, tp_size: int = 1) -> Tensor:
         """Chunk `tp_rank` of `tp_size` of the full tensor along its partition dim (the whole
         tensor when it is replicated or tp_size is 1)."""
@@ -117,14 +140,8 @@ class ShardReader:
         dim = info["partition_dim"]
         if dim is None or self.tp_size == tp_size == 1:
             return self._slice(_file(self.root, group, name, None), None)
-        length = info["shape"][dim]
-        if length % tp_size:
-            raise ValueError(
-                f"'{name}' has {length} entries along dim {dim}, which do not split into "
-                f"{tp_size} tensor-parallel shards: choose a tensor_model_parallel_size dividing it"
-            )
-        lo, hi = tp_rank * length // tp_size, (tp_rank + 1) * length // tp_size
-        step = length // self.tp_size
+        lo, hi = self.tp_range(group, name, tp_rank, tp_size)
+        step = info["shape"][dim] // self.tp_size
         pieces = []
         for src in range(lo // step, (hi - 1) // step + 1):
             start, stop = max(lo, src * step) - src * step, min(hi, (src + 1) * step) - src * step
@@ -163,16 +180,13 @@ class ShardReader:
         with safe_open(path, framework="pt") as handle:
             return handle.get_tensor("t") if index is None else handle.get_slice("t")[index]
 
-    def group(self, name: str, prefix: str = "", tp_rank: int = 0, tp_size: int = 1) -> "LazyGroup":
-        return LazyGroup(self, name, prefix, tp_rank, tp_size)
-
 
 class LazyGroup(Mapping[str, Tensor]):
     """A group's tensors whose names start with `prefix`, keyed without it, each read only when
     asked for: whole (memory-mapped when the directory's tp_size is 1), or as shard `tp_rank`
     of `tp_size`."""
 
-    def __init__(self, reader: ShardReader, group: str, prefix: str = "", tp_rank: int = 0, tp_size: int = 1):
+    def __init__(self, reader: TensorTable, group: str, prefix: str = "", tp_rank: int = 0, tp_size: int = 1):
         self.reader, self.group_name, self.prefix = reader, group, prefix
         self.tp_rank, self.tp_size = tp_rank, tp_size
         self._keys = [n[len(prefix) :] for n in reader.names(group) if n.startswith(prefix)]

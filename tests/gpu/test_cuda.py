@@ -14,6 +14,17 @@ from tests.helpers import logits_of, tiny_cfg
 pytestmark = pytest.mark.gpu
 
 
+def _cuda_batch(cfg, size: int = 4) -> dict:
+    """Random tokens on the GPU, every position a loss token."""
+    tokens = torch.randint(0, cfg.vocab_size, (size, cfg.seq_length + 1), device="cuda")
+    return {
+        "tokens": tokens[:, :-1],
+        "labels": tokens[:, 1:],
+        "loss_mask": torch.ones_like(tokens[:, 1:]),
+        "position_ids": torch.arange(cfg.seq_length, device="cuda")[None].expand(size, -1),
+    }
+
+
 def test_model_is_built_on_the_gpu_and_matches_cpu_logits(single_process):
     cfg = tiny_cfg()
     parallel.seed_everything(cfg.seed)
@@ -32,13 +43,7 @@ def test_megatron_engine_on_the_gpu_follows_the_local_engine_and_lowers_the_loss
     from nemo_flm.training.megatron_engine import MegatronEngine
 
     cfg = tiny_cfg(optim=dict(eps=1e-5), **mup)
-    tokens = torch.randint(0, cfg.vocab_size, (4, cfg.seq_length + 1), device="cuda")
-    batch = {
-        "tokens": tokens[:, :-1],
-        "labels": tokens[:, 1:],
-        "loss_mask": torch.ones_like(tokens[:, 1:]),
-        "position_ids": torch.arange(cfg.seq_length, device="cuda")[None].expand(4, -1),
-    }
+    batch = _cuda_batch(cfg)
     runs = []
     for engine_class in (LocalEngine, MegatronEngine):
         parallel.seed_everything(cfg.seed)
@@ -105,13 +110,7 @@ def test_an_async_checkpoint_of_the_megatron_engine_on_the_gpu_resumes_exactly(s
     from tests.helpers import read_checkpoint, write_checkpoint
 
     cfg = tiny_cfg(params_dtype="bf16")
-    tokens = torch.randint(0, cfg.vocab_size, (4, cfg.seq_length + 1), device="cuda")
-    batch = {
-        "tokens": tokens[:, :-1],
-        "labels": tokens[:, 1:],
-        "loss_mask": torch.ones_like(tokens[:, 1:]),
-        "position_ids": torch.arange(cfg.seq_length, device="cuda")[None].expand(4, -1),
-    }
+    batch = _cuda_batch(cfg)
     engine = MegatronEngine(build_chunks(cfg), cfg)
     engine.train_step(batch)
     saved = [p.tensor.detach().cpu().clone() for p in engine.checkpoint_pieces(save=False, moments=True)]
