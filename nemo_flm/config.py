@@ -190,6 +190,8 @@ class GrowthRunConfig:
     # grows, the other ranks wait for the folder to appear); false: a missing grown checkpoint is an
     # error (the launcher's chain runs growth as a CPU job of its own between the GPU jobs)
     grow_in_job: bool = True
+    # tensors grown at once (threads of the grow step): memory ~ workers x (a tensor + its grown copy)
+    workers: int = 4
 
 
 @dataclass

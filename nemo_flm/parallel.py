@@ -12,7 +12,7 @@ import contextlib
 import os
 import random
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ def _checkpoint_group(timeout: int) -> None:
         _CHECKPOINT_GROUP = dist.new_group(backend="gloo", timeout=timedelta(minutes=timeout))
 
 
-def checkpoint_group():
+def checkpoint_group() -> Optional[dist.ProcessGroup]:
     """A gloo group of the whole world for checkpoint writing and reading (checkpoint/dcp.py): its
     collectives run on host memory, and an asynchronous save runs them from a thread while
     training's own collectives use the other groups."""

@@ -21,6 +21,7 @@ import argparse
 import functools
 import os
 import sys
+import time
 
 from nemo_flm.console import quiet_startup
 
@@ -55,6 +56,7 @@ def main() -> None:
     p.add_argument("--depth-mode", default="stack", choices=["stack", "interleave", "random"])
     p.add_argument("--init-std", type=float, default=None, help="std of new entries (default: init_method_std)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=4, help="tensors grown at once (with --stage: growth.workers)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the config, e.g. model.hidden_size=96")
     args = p.parse_args()
     register_schema()
@@ -72,12 +74,13 @@ def main() -> None:
             raise ConfigError("give --checkpoint and --output, or --stage with a staged config (its grow step)")
         else:
             model_cfg = stage_job(cfg, args.stage).model if args.stage is not None else cfg.model
-            options = (args.depth_mode, args.init_std, args.seed)
+            options = (args.depth_mode, args.init_std, args.seed, args.workers)
             grow = functools.partial(grow_checkpoint, args.checkpoint, model_cfg, args.output, *options)
         size = _size(args.checkpoint)
         with PeakAnon() as mem:
-            base = anon_rss()
+            base, start = anon_rss(), time.perf_counter()
             grow()
+            seconds = time.perf_counter() - start
         plan = read_grown_meta(args.output)["plan"]
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:
         sys.exit(f"error: {err}")
@@ -88,7 +91,7 @@ def main() -> None:
     )
     print(
         f"input checkpoint {size / 2**20:.1f} MiB; peak anonymous memory during growth "
-        f"{(mem.peak - base) / 2**20:.1f} MiB above the {base / 2**20:.1f} MiB before it"
+        f"{(mem.peak - base) / 2**20:.1f} MiB above the {base / 2**20:.1f} MiB before it; {seconds:.1f} s"
     )
 
 

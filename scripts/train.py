@@ -32,7 +32,10 @@ def main(cfg: DictConfig) -> None:
     try:
         if cfg.stages:
             nemos = run_stages(cfg, train)
-            print("done: " + ", ".join(nemos) if nemos else "stopped before the end: run the same command to resume")
+            if parallel.launch_rank() == 0:
+                print(
+                    "done: " + ", ".join(nemos) if nemos else "stopped before the end: run the same command to resume"
+                )
             return
         model, _, _ = train(cfg)
     except ConfigError as err:

@@ -175,6 +175,11 @@ MUP = dict(use_mup=True, output_mult=2.0, mup_base_width=16)  # m = 2 at GROWTH_
 GROWTHS["all-mup"] = GROWTHS["all"]  # m doubles with the width
 
 
+def entries(state):
+    """A grown state dict as write_grown_checkpoint's (name, make) entries."""
+    return [(name, lambda value=value: value) for name, value in state.items()]
+
+
 def random_fill(seed: int = 5):
     """Every new entry random, biases and LayerNorm entries included, as in a trained model:
     exactness must come from the masks, not from zeros that MSG's default fill happens to write."""

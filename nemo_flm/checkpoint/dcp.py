@@ -15,13 +15,17 @@ and nothing else, and the files it names must lie inside the checkpoint folder.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pickle
+import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint import FileSystemReader, FileSystemWriter
 from torch.distributed.checkpoint.api import CheckpointException
@@ -65,11 +69,22 @@ _ALLOWED = {
 _DTYPES = {str(dtype).removeprefix("torch.") for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)}
 
 
-class _MetadataUnpickler(pickle.Unpickler):
+class _MetadataUnpickler(pickle._Unpickler):
+    """Python's own unpickler (not the C one), whose opcodes can be checked one by one: classes
+    only from the list above, and BUILD only on instances (on a class it would set attributes of
+    that class for the whole process)."""
+
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED or (module == "torch" and name in _DTYPES):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
+
+    def load_build(self) -> None:
+        if isinstance(self.stack[-2], type):
+            raise pickle.UnpicklingError("setting a class's attributes is not part of a checkpoint's metadata")
+        super().load_build()
+
+    dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
 
 
 class CheckpointReader(FileSystemReader):
@@ -156,12 +171,13 @@ class _PieceSavePlanner(DefaultSavePlanner):
 
 class _PieceLoadPlanner(DefaultLoadPlanner):
     """Each piece reads the stored chunks that overlap its box of its first key the checkpoint
-    has, into its own tensor; a piece no key of which is stored is an error."""
+    has, into its own tensor; a piece no key of which is stored is an error. Reads are addressed
+    to the piece, not to the stored key: two pieces may read the same box (a bf16 weight and its
+    fp32 main weight, from a checkpoint without main weights)."""
 
     def __init__(self, pieces: Sequence[Piece], path: str):
         super().__init__(flatten_state_dict=False, flatten_sharded_tensors=False)
         self.pieces, self.path = pieces, path
-        self._dest: Dict[tuple, str] = {}
 
     def create_local_plan(self) -> LoadPlan:
         stored = self.metadata.state_dict_metadata
@@ -178,12 +194,12 @@ class _PieceLoadPlanner(DefaultLoadPlanner):
             reads = create_read_items_for_chunk_list(key, md, [chunk])
             if sum(math.prod(r.lengths) for r in reads) != piece.tensor.numel():
                 raise ValueError(f"'{self.path}' does not cover '{key}' at {piece.offsets}: a corrupt checkpoint")
-            self._dest[(key, tuple(piece.offsets))] = _item_key(i)
-            items += reads
+            to_piece = MetadataIndex(_item_key(i), torch.Size(piece.offsets))
+            items += [dataclasses.replace(read, dest_index=to_piece) for read in reads]
         return LoadPlan(items)
 
     def lookup_tensor(self, index: MetadataIndex) -> torch.Tensor:
-        return self.state_dict[self._dest[(index.fqn, tuple(index.offset))]]
+        return self.state_dict[index.fqn]
 
 
 def _state(pieces: Sequence[Piece]) -> Dict[str, torch.Tensor]:
@@ -248,7 +264,7 @@ class PieceStager(AsyncStager):
 
 
 def save(
-    pieces: Sequence[Piece], path: str, group, stager: Optional[PieceStager] = None
+    pieces: Sequence[Piece], path: str, group: Optional[dist.ProcessGroup], stager: Optional[PieceStager] = None
 ) -> Optional[AsyncSaveResponse]:
     """Write this rank's pieces into the folder `path` (every rank of `group` calls it). With a
     stager, in the background: its thread copies the pieces to host memory and DCP's writes them
@@ -262,19 +278,20 @@ def save(
     return dcp.async_save(_state(pieces), async_stager=stager, **kwargs)
 
 
-def load(pieces: Sequence[Piece], path: str, group=None) -> int:
+def load(pieces: Sequence[Piece], path: str, group: Optional[dist.ProcessGroup] = None) -> int:
     """Read every piece's box into its tensor (every rank of `group` calls it; `group` None: this
     process alone). Returns the bytes read from the checkpoint's files."""
     reader = CheckpointReader(path)
     reader.read_metadata()  # checked here, where its reason is one line
     try:
-        dcp.load(
-            _state(pieces),
-            storage_reader=reader,
-            planner=_PieceLoadPlanner(pieces, path),
-            process_group=group,
-            no_dist=group is None,
-        )
+        with _alone_if(group is None):
+            dcp.load(
+                _state(pieces),
+                storage_reader=reader,
+                planner=_PieceLoadPlanner(pieces, path),
+                process_group=group,
+                no_dist=group is None,
+            )
     except CheckpointException as err:  # a rank's one-line reason, not DCP's traceback of every rank
         reasons = [failure[0] for failure in err.failures.values() if isinstance(failure[0], ValueError)]
         if reasons:
@@ -294,5 +311,16 @@ def read_box(reader: CheckpointReader, key: str, offsets: Sequence[int], sizes: 
     out = torch.empty(tuple(sizes), dtype=md.properties.dtype)
     piece = Piece((key,), tuple(md.size), tuple(offsets), out)
     planner = _PieceLoadPlanner([piece], str(reader.path))
-    dcp.load(_state([piece]), storage_reader=reader, planner=planner, no_dist=True)
+    with _alone_if(True):
+        dcp.load(_state([piece]), storage_reader=reader, planner=planner, no_dist=True)
     return out
+
+
+@contextmanager
+def _alone_if(alone: bool):
+    """DCP warns that it 'assumes' a single process even when told so (no_dist=True): once per
+    tensor in the offline tools. Silence that one message where a single process is what we asked."""
+    with warnings.catch_warnings():
+        if alone:
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield

@@ -8,7 +8,7 @@ splits) come from the model config the checkpoint carries, through a meta-device
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 from torch import Tensor
 
@@ -19,11 +19,11 @@ from nemo_flm.checkpoint.weights import PREFIX
 
 class TrainingCheckpointReader(TensorTable):
     tp_size = 1  # tensors are stored whole (in chunks), whatever layout wrote them
-    meta: Dict[str, Any] = {}
 
     def __init__(self, root: str, partition_dims: Mapping[str, Optional[int]], prefix: str = PREFIX):
         """`partition_dims`: parameter name (without `prefix`) -> its TP partition dim or None."""
         self.root = root
+        self.meta: Dict[str, Any] = {}  # ShardReader's meta (a grown checkpoint's plan): none here
         self._reader = dcp.CheckpointReader(root)
         self.tensors: Dict[str, Dict[str, Dict[str, Any]]] = {}
         for key, md in dcp.stored_tensors(root).items():
@@ -42,7 +42,7 @@ class TrainingCheckpointReader(TensorTable):
             offsets[dim], sizes[dim] = lo, hi - lo
         return self.read_box(group, name, offsets, sizes)
 
-    def read_box(self, group: str, name: str, offsets, sizes) -> Tensor:
+    def read_box(self, group: str, name: str, offsets: Sequence[int], sizes: Sequence[int]) -> Tensor:
         return dcp.read_box(self._reader, f"{group}/{name}", offsets, sizes)
 
     def verify(self) -> None:

@@ -33,7 +33,7 @@ import pickle
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
@@ -48,9 +48,12 @@ TRAINER_STATE = "trainer_state.pt"
 PIECES = "flm_pieces"  # in the checkpoint dict on save: this rank's pieces (popped before writing)
 FOLDER = "flm_checkpoint"  # in the checkpoint dict on load: the folder the pieces are read from
 ADAM_STEP = "adam_step"  # Adam's step count in the trainer state, or None when it holds no Adam state
+# suffixes of the folders that a kill can leave beside the checkpoints: a staging folder
+# (atomic.partial_path), one being removed (remove_checkpoint_folder), one moved aside (atomic.publish)
+LEFTOVERS = (".partial", ".removing", ".old")
 
 
-def checkpoint_dir(path) -> str:
+def checkpoint_dir(path: Union[str, os.PathLike]) -> str:
     """The directory behind a Lightning checkpoint path (`x.ckpt` -> `x`, a directory stays)."""
     return str(ckpt_to_dir(path))
 
@@ -96,7 +99,7 @@ def last_good_checkpoint(path) -> Optional[str]:
     candidates = [
         os.path.join(folder, name)
         for name in os.listdir(folder)
-        if os.path.isdir(os.path.join(folder, name)) and not name.endswith((".partial", ".removing"))
+        if os.path.isdir(os.path.join(folder, name)) and not name.endswith(LEFTOVERS)
     ]
     candidates = sorted(candidates, key=os.path.getmtime, reverse=True)
     fallback = next((c for c in candidates if c != checkpoint_dir(path) and checkpoint_problem(c) is None), None)
@@ -203,8 +206,10 @@ class FLMCheckpointIO(CheckpointIO):
         root = checkpoint_dir(path)
         event = (checkpoint["global_step"], checkpoint.get("consumed_samples"))
         state = plain_trainer_state(checkpoint) if parallel.is_rank_zero() else b""
-        if self._last is not None and self._last[0] == event:  # the same weights again: link, write nothing
-            source = self._last[1]
+        with self._lock:  # the writer thread forgets a save whose write failed
+            last = self._last
+        if last is not None and last[0] == event:  # the same weights again: link, write nothing
+            source = last[1]
             if parallel.is_rank_zero() and source != root:
                 self._when_written(lambda: link_checkpoint(source, root, state))
             return
@@ -239,22 +244,26 @@ class FLMCheckpointIO(CheckpointIO):
     def _finish_async(self, future, staging: str, root: str, state: bytes) -> None:
         """The writer thread: publish, then what waited for it (removals, links), on rank 0. A
         failed write publishes nothing and removes nothing: the older checkpoints stay."""
-        deferred: List[Callable[[], None]] = []
+        published = False
         try:
             if future.exception() is None:
                 self._publish(staging, root, state)
-                deferred = self._deferred
+                published = True
             else:
-                self._failed, self._last = future, None
+                self._failed = future
                 logging.error("checkpoint %s was not written: %s", root, future.exception())
         except BaseException as err:  # noqa: BLE001 - raised in the training loop by wait()
             self._error = err
-            deferred = []
         with self._lock:
+            deferred = self._deferred if published else []
             self._writing, self._deferred = None, []
+            if not published:
+                self._last = None
         try:
             for action in deferred:
                 action()
+        except BaseException as err:  # noqa: BLE001 - a removal or link that failed: raised by wait()
+            self._error = self._error or err
         finally:
             self._done.set()
 

@@ -104,6 +104,9 @@ class ArchiveShardReader(ShardReader):
         header, start = self._header(path)
         dtype, shape = _DTYPES[header["dtype"]], header["shape"]
         count = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+        begin, end = header["data_offsets"]
+        if end - begin != count:  # else the mapping would run into the next member's bytes
+            raise ValueError(f"'{self.archive}' member '{path}' holds {end - begin} bytes for a {shape} {dtype} tensor")
         if count == 0:
             return torch.empty(shape, dtype=dtype)
         # copy-on-write: a private mapping torch may view without a copy; nothing is written back

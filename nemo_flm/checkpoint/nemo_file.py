@@ -16,11 +16,13 @@ from typing import Any, Mapping
 
 import torch
 from nemo.core.connectors.save_restore_connector import SaveRestoreConnector
+from omegaconf import OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output, discard
 from nemo_flm.checkpoint.nemo_archive import CONFIG, WEIGHTS, ArchiveShardReader
 from nemo_flm.checkpoint.shards import ShardReader, ShardWriter, merge_tables
+from nemo_flm.checkpoint.source import open_checkpoint
 from nemo_flm.checkpoint.weights import MODEL
 from nemo_flm.model.sharding import global_names, partition_dims
 
@@ -108,10 +110,6 @@ def export_nemo(src: str, save_path: str) -> int:
     (a CPU job of its own at FLM's scale, instead of rank 0 packing ~205 GB at the end of a stage
     while the stage's other ranks wait): the weights in the TP=1 layout and the model config it
     carries, packed as FLMModel.save_to packs them. Returns the bytes of weights written."""
-    from omegaconf import OmegaConf
-
-    from nemo_flm.checkpoint.source import open_checkpoint
-
     reader, cfg, _ = open_checkpoint(src)
     save_path = os.path.abspath(save_path)
     staging = f"{save_path}.staging"

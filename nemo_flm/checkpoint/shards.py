@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 import torch.distributed as dist
@@ -49,17 +49,25 @@ class ShardWriter:
 
     def add(self, group: str, name: str, tensor: Tensor, partition_dim: Optional[int] = None) -> None:
         """Store `tensor`, this rank's shard of a tensor split along `partition_dim` (None: replicated)."""
+        self.record(group, name, self.write(group, name, tensor, partition_dim))
+
+    def write(self, group: str, name: str, tensor: Tensor, partition_dim: Optional[int] = None) -> Dict[str, Any]:
+        """Write `tensor`'s file and return its index record, which `record` enters: writers on
+        several threads, one thread keeping the index in a fixed order."""
         split = partition_dim is not None and self.tp_size > 1
         shape = list(tensor.shape)
         if split:
             shape[partition_dim] *= self.tp_size
-        self.tensors.setdefault(group, {})[name] = {"shape": shape, "partition_dim": partition_dim}
         if split or self.tp_rank == 0:
             os.makedirs(os.path.join(self.root, group), exist_ok=True)
             save_file(
                 {"t": tensor.detach().contiguous().cpu()},
                 _file(self.root, group, name, self.tp_rank if split else None),
             )
+        return {"shape": shape, "partition_dim": partition_dim}
+
+    def record(self, group: str, name: str, entry: Dict[str, Any]) -> None:
+        self.tensors.setdefault(group, {})[name] = entry
 
     def add_tensors(
         self, group: str, items: Iterable[Tuple[str, Any]], dims: Mapping[str, Optional[int]]
@@ -151,7 +159,7 @@ class ShardReader(TensorTable):
             pieces.append(self._slice(_file(self.root, group, name, shard), tuple(index)))
         return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim)
 
-    def read_box(self, group: str, name: str, offsets, sizes) -> Tensor:
+    def read_box(self, group: str, name: str, offsets: Sequence[int], sizes: Sequence[int]) -> Tensor:
         """The box (offsets, sizes) of the full tensor; from a tp_size-1 folder only its bytes are
         read (memory-mapped slices)."""
         index = tuple(slice(o, o + n) for o, n in zip(offsets, sizes))

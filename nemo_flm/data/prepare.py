@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import torch.distributed as dist
+from omegaconf import OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output
@@ -36,11 +37,13 @@ POLL_SECONDS = 1.0
 
 
 def _marker(model_cfg: Any, train_samples: int) -> str:
-    """The marker of this request (same path on every rank, computable before the data exists)."""
+    """The marker of this request (same path on every rank, computable before the data exists): of
+    the whole data section (the blend's weights included: they change megatron's blended index),
+    the sequence length and the number of training samples."""
     data = model_cfg.data
     prefixes = [d.prefix for d in blend_datasets(data)]
-    request = [prefixes, data.split, data.seed, model_cfg.seq_length, train_samples, data.eval_samples]
-    name = "ready-" + hashlib.sha256(json.dumps(request).encode()).hexdigest()[:16]
+    request = [prefixes, OmegaConf.to_container(data, resolve=True), model_cfg.seq_length, train_samples]
+    name = "ready-" + hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
     return os.path.join(index_cache_base(data, prefixes), name)
 
 

@@ -11,11 +11,15 @@ start from it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
-from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Deque, Dict, Iterable, Iterator, Mapping, Optional, Tuple, TypeVar
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output
@@ -25,27 +29,38 @@ from nemo_flm.config import ConfigError, ffn_size
 from nemo_flm.growth.plan import GrowthPlan
 from nemo_flm.model.sharding import global_names
 
+T = TypeVar("T")
+
 
 def write_grown_checkpoint(
     path: str,
-    model_items: Iterable[Tuple[str, Any]],
-    moment_items: Iterable[Tuple[str, str, Tensor]],
+    model_entries: Iterable[Tuple[str, Callable[[], Any]]],
+    moment_entries: Iterable[Tuple[str, str, Callable[[], Tensor]]],
     plan: GrowthPlan,
     dims: Mapping[str, Optional[int]],
     step: Optional[float] = None,
     consumed_samples: int = 0,
+    workers: int = 1,
 ) -> None:
-    """Stream grown tensors to disk; `moment_items` may be empty (no optimizer state to carry).
-    `dims` are the grown model's TP partition dims (model/sharding.py), for readers at TP > 1."""
+    """Make and write every grown tensor (operators.grown_entries: name and a function making
+    it), `workers` at a time on threads (the reads, copies, random draws and writes release the
+    GIL), so memory stays near `workers` x (a tensor read + its grown copy). `moment_entries` may
+    be empty (no optimizer state to carry). `dims` are the grown model's TP partition dims
+    (model/sharding.py), for readers at TP > 1."""
     if os.path.exists(path):
         raise FileExistsError(f"grown checkpoint '{path}' exists: choose another output or delete it")
+    if workers < 1:
+        raise ConfigError(f"growth workers must be at least 1, got {workers}")
+    jobs = [(MODEL, name, make) for name, make in model_entries] + list(moment_entries)
     with atomic_output(path) as tmp:
         writer = ShardWriter(tmp)
-        writer.add_tensors(MODEL, model_items, dims)  # megatron's `_extra_state` entries are dropped
+        written = _in_order((functools.partial(_write, writer, job, dims) for job in jobs), workers)
+        bar = tqdm(written, total=len(jobs), desc="growing", unit=" tensors", disable=None)
         moments = 0
-        for moment, name, value in moment_items:
-            writer.add(moment, name, value, dims.get(name))
-            moments += 1
+        for (group, name, _), entry in zip(jobs, bar):
+            if entry is not None:  # megatron's `_extra_state` entries are dropped
+                writer.record(group, name, entry)
+                moments += group != MODEL
         writer.write_index(
             {
                 "plan": dataclasses.asdict(plan),
@@ -53,6 +68,25 @@ def write_grown_checkpoint(
                 "adam_step": float(step) if moments and step is not None else None,
             }
         )
+
+
+def _write(writer: ShardWriter, job: Tuple[str, str, Callable[[], Any]], dims) -> Optional[Dict[str, Any]]:
+    group, name, make = job
+    value = make()
+    return writer.write(group, name, value, dims.get(name)) if torch.is_tensor(value) else None
+
+
+def _in_order(jobs: Iterable[Callable[[], T]], workers: int) -> Iterator[T]:
+    """The results of `jobs`, in order, run `workers` at a time on threads; a job starts only
+    when the result `workers` places before it has been taken, which bounds what is in memory."""
+    with ThreadPoolExecutor(workers) as pool:
+        window: Deque[Future] = deque()
+        for job in jobs:
+            window.append(pool.submit(job))
+            if len(window) == workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
 
 
 def check_grown_checkpoint(cfg: Any) -> None:

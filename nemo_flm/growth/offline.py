@@ -15,7 +15,6 @@ import tempfile
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
-import torch
 from torch import Tensor
 
 from nemo_flm.checkpoint.lightning_io import ADAM_STEP
@@ -24,8 +23,8 @@ from nemo_flm.checkpoint.source import open_checkpoint
 from nemo_flm.checkpoint.weights import MOMENTS
 from nemo_flm.config import ConfigError, load_shape_config
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
-from nemo_flm.growth.operators import default_fill, iter_grown
-from nemo_flm.growth.optimizer_state import iter_grown_moments
+from nemo_flm.growth.operators import default_fill, grown_entries
+from nemo_flm.growth.optimizer_state import grown_moment_entries
 from nemo_flm.growth.plan import GrowthPlan, make_plan
 from nemo_flm.model import mup
 from nemo_flm.model.sharding import partition_dims
@@ -67,9 +66,16 @@ def read_checkpoint(src: str, workdir: str) -> StageCheckpoint:
 
 
 def grow_checkpoint(
-    src: str, new_model_cfg: Any, out: str, depth_mode: str = "stack", init_std: Optional[float] = None, seed: int = 0
+    src: str,
+    new_model_cfg: Any,
+    out: str,
+    depth_mode: str = "stack",
+    init_std: Optional[float] = None,
+    seed: int = 0,
+    workers: int = 1,
 ) -> GrowthPlan:
-    """Grow checkpoint `src` to `new_model_cfg`, writing the grown checkpoint directory `out`."""
+    """Grow checkpoint `src` to `new_model_cfg`, writing the grown checkpoint directory `out`,
+    `workers` tensors at a time."""
     if os.path.exists(out):
         raise FileExistsError(f"output '{out}' exists: choose another --output or delete it")
     new_cfg = load_shape_config(new_model_cfg)
@@ -77,15 +83,16 @@ def grow_checkpoint(
         ckpt = read_checkpoint(src, workdir)
         plan = make_plan(ckpt.config, new_cfg, depth_mode)
         std = init_std if init_std is not None else new_cfg.init_method_std
-        fill = default_fill(std, torch.Generator().manual_seed(seed), mup.width_mult(new_cfg))
-        moments = iter_grown_moments(ckpt.moments, plan) if ckpt.moments else iter(())
+        fill = default_fill(std, seed, mup.width_mult(new_cfg))
+        moments = grown_moment_entries(ckpt.moments, plan) if ckpt.moments else iter(())
         write_grown_checkpoint(
             out,
-            iter_grown(ckpt.model, plan, fill),
+            grown_entries(ckpt.model, plan, fill),
             moments,
             plan,
             partition_dims(skeleton(new_cfg)),
             step=ckpt.adam_step,
             consumed_samples=ckpt.consumed_samples,
+            workers=workers,
         )
     return plan

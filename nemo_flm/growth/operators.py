@@ -11,7 +11,9 @@ The same operator with zero fill grows Adam moments (the MSG optimizer rule).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterator, Optional, Tuple
+import functools
+import zlib
+from typing import Callable, Dict, Iterator, Mapping, Tuple
 
 import torch
 from torch import Tensor
@@ -45,11 +47,13 @@ def grow_tensor(old: Tensor, axes: Tuple[str, ...], plan: GrowthPlan, new: Tenso
     return new
 
 
-def default_fill(std: float, generator: Optional[torch.Generator] = None, width_mult: float = 1.0) -> Fill:
+def default_fill(std: float, seed: int = 0, width_mult: float = 1.0) -> Fill:
     """MSG's initialisation of new entries: N(0, std) matrices, zero biases, LayerNorm (1, 0).
     Under μP (`width_mult` = the grown model's m) new entries of hidden matrices get std / sqrt(m)
     (model/mup.py's width scaling; like every new matrix entry here, without megatron's extra
-    1/sqrt(2L) on the residual outputs)."""
+    1/sqrt(2L) on the residual outputs). Each tensor draws from a generator of its own, seeded by
+    `seed` and its name, so the grown values do not depend on the order tensors are grown in (the
+    offline growth grows several at once)."""
 
     def fill(name: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:
         if "layernorm" in name and name.endswith("weight"):
@@ -57,7 +61,8 @@ def default_fill(std: float, generator: Optional[torch.Generator] = None, width_
         if len(shape) == 1:
             return torch.zeros(shape, dtype=dtype)
         scale = std * width_mult**-0.5 if mup.is_hidden_matrix(name) else std
-        return (torch.randn(shape, generator=generator, dtype=torch.float32) * scale).to(dtype)
+        generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(name.encode()))
+        return torch.randn(shape, generator=generator, dtype=torch.float32).mul_(scale).to(dtype)
 
     return fill
 
@@ -70,28 +75,45 @@ def _new_shape(axes: Tuple[str, ...], plan: GrowthPlan, vocab: int) -> torch.Siz
     return torch.Size(tensor_shape(axes, _sizes(plan, vocab)[1]))
 
 
-def iter_grown(state: Dict[str, Tensor], plan: GrowthPlan, fill: Fill) -> Iterator[Tuple[str, object]]:
-    """(name, grown value) one entry at a time, so a caller can write each and let it go; the
-    input may be lazily loaded (memory-mapped). Non-parameter entries (megatron's `_extra_state`)
-    are carried over."""
-    old_layers: Dict[int, Dict[str, object]] = {}
-    for name, value in state.items():
+def grown_entries(
+    state: Mapping[str, object], plan: GrowthPlan, fill: Fill
+) -> Iterator[Tuple[str, Callable[[], object]]]:
+    """(name, make) for every entry of the grown state, where make() reads what it needs from
+    `state` and returns the grown value: nothing is read until it is made, so a lazily loaded
+    input (a checkpoint read tensor by tensor) is never held whole, and entries can be made
+    concurrently. Non-parameter entries (megatron's `_extra_state`) are carried over."""
+    old_layers: Dict[int, Dict[str, str]] = {}  # old layer -> local name -> name in `state`
+    for name in state:
         layer, local = split_layer(name)
         if layer is not None:
-            old_layers.setdefault(layer, {})[local] = value
+            old_layers.setdefault(layer, {})[local] = name
         else:
-            yield name, _grow_entry(name, name, value, plan, fill)
+            yield name, functools.partial(_grow_entry, name, name, state, name, plan, fill)
     for new_index, source in enumerate(plan.source):
         template = old_layers[source if source is not None else 0]
-        for local, value in template.items():
+        for local, old_name in template.items():
             name = f"decoder.layers.{new_index}.{local}"
-            if source is None and torch.is_tensor(value) and local in AXES:
-                yield name, fill(name, _new_shape(AXES[local], plan, 0), value.dtype)
-            else:
-                yield name, _grow_entry(name, local, value, plan, fill)
+            make = _fresh_entry if source is None and local in AXES else _grow_entry
+            yield name, functools.partial(make, name, local, state, old_name, plan, fill)
 
 
-def _grow_entry(name: str, local: str, value, plan: GrowthPlan, fill: Fill):
+def iter_grown(state: Mapping[str, object], plan: GrowthPlan, fill: Fill) -> Iterator[Tuple[str, object]]:
+    """(name, grown value) one entry at a time, so a caller can write each and let it go."""
+    for name, make in grown_entries(state, plan, fill):
+        yield name, make()
+
+
+def _fresh_entry(name: str, local: str, state: Mapping[str, object], old_name: str, plan: GrowthPlan, fill: Fill):
+    """An entry of a layer with no source: all new, shaped like the grown layer 0's."""
+    value = state[old_name]
+    if not torch.is_tensor(value):
+        return value
+    return fill(name, _new_shape(AXES[local], plan, 0), value.dtype)
+
+
+def _grow_entry(name: str, local: str, state: Mapping[str, object], old_name: str, plan: GrowthPlan, fill: Fill):
+    """Entry `old_name` of `state`, grown to the plan's shape as the grown model's `name`."""
+    value = state[old_name]
     if not torch.is_tensor(value) or local not in AXES:
         return value
     axes = AXES[local]

@@ -18,7 +18,7 @@ from typing import Any, Optional, Tuple
 import lightning.pytorch as pl
 import torch
 
-from nemo_flm.growth.grown_checkpoint import copy_weights, read_grown_meta
+from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.masks import GrowthMasks, build_masked_model
 from nemo_flm.model.builder import as_network, build_chunks
 
@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def start_from_grown(cfg: Any, path: str) -> Tuple[torch.nn.Module, Optional[GrowthMasks], int]:
     """(this rank's grown network (model chunks: builder.as_network), its masks or None, samples
-    consumed by earlier stages)."""
+    consumed by earlier stages). The network's weights are not read here: a stage that resumes
+    its own checkpoint never needs them (FLMModel.setup reads them for a stage that starts)."""
     meta = read_grown_meta(path)
     if cfg.growth.grow_steps > 0:
         masks = GrowthMasks(meta["plan"], c=0.0)
@@ -39,7 +40,6 @@ def start_from_grown(cfg: Any, path: str) -> Tuple[torch.nn.Module, Optional[Gro
             path,
         )
         masks, network = None, as_network(build_chunks(cfg))
-    copy_weights(network, path)
     return network, masks, int(meta["consumed_samples"])
 
 

@@ -130,6 +130,7 @@ def grow_stage(cfg: DictConfig, index: int) -> str:
             cfg.growth.depth_mode,
             cfg.growth.init_std,
             seed=cfg.growth.seed + index,
+            workers=cfg.growth.workers,
         )
     return target
 
@@ -170,8 +171,9 @@ def validate_stages(cfg: DictConfig) -> None:
 
 def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
     """Train every stage in order (skipping finished ones); returns the stages' outputs (their
-    .nemo files, stage_output), or None when a stage stopped before its max_steps (re-running
-    resumes it)."""
+    .nemo files, stage_output; on global rank 0 only, the others get empty strings: with async
+    saves rank 0 publishes a stage's last checkpoint after the others are done), or None when a
+    stage stopped before its max_steps (re-running resumes it)."""
     validate_stages(cfg)
     nemos = []
     for index in range(len(cfg.stages)):
@@ -188,10 +190,10 @@ def run_stages(cfg: DictConfig, train_fn, callbacks=()) -> Optional[List[str]]:
             if parallel.is_rank_zero():
                 with atomic_output(done_marker(job)) as tmp, open(tmp, "w") as handle:
                     handle.write(f"{trainer.global_step}\n")
-        nemos.append(stage_output(job))
+        nemos.append(stage_output(job) if parallel.launch_rank() == 0 else "")
         if cfg.growth.stop_after == job.exp_manager.name and index < len(cfg.stages) - 1:
             return nemos  # the launcher's job for this stage ends here; the next job continues
-    if parallel.is_rank_zero():
+    if parallel.launch_rank() == 0:  # (a re-run whose stages are all done has no process group)
         jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))]
         write_report(
             jobs[0].exp_manager.exp_dir,

@@ -37,6 +37,7 @@ def resolve_engine(cfg: Any) -> str:
         unsupported = {
             "pipeline_model_parallel_size > 1": par.pipeline_model_parallel_size > 1,
             "sequence_parallel": par.sequence_parallel,
+            "overlap_param_gather": par.overlap_param_gather,
             "recompute": cfg.recompute is not None,
         }
         for what, used in unsupported.items():

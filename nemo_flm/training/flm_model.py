@@ -29,7 +29,7 @@ from nemo_flm.config import ConfigError, load_model_config
 from nemo_flm.data.blend import Dataset
 from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_blend
 from nemo_flm.data.sampler import EvalBatchSampler, PretrainingBatchSampler
-from nemo_flm.growth.grown_checkpoint import load_grown_state
+from nemo_flm.growth.grown_checkpoint import copy_weights, load_grown_state
 from nemo_flm.growth.ramp import MaskRamp, start_from_grown
 from nemo_flm.model.builder import as_network, build_chunks, model_chunks
 from nemo_flm.training.checkpointing import attach, restore
@@ -59,6 +59,7 @@ class FLMModel(ModelPT):
         parallel.initialize(cfg.parallel, cfg.seed)
         self._ramp: Optional[MaskRamp] = None
         self.grown_from: Optional[str] = None  # the grown checkpoint this stage starts from (Adam state too)
+        self._grown_weights_read = False
         self._sample_offset = 0  # samples consumed by earlier stages of a staged run
         if cfg.growth.init_from and not self._is_model_being_restored():
             self.grown_from = os.path.expanduser(cfg.growth.init_from)
@@ -79,6 +80,15 @@ class FLMModel(ModelPT):
     def starts_from_growth(self) -> bool:
         """A stage beginning from a grown checkpoint (not resuming one that already began)."""
         return self.grown_from is not None and self.trainer is not None and self.trainer.ckpt_path is None
+
+    def setup(self, stage: Optional[str] = None) -> None:
+        """Lightning's first hook of validate and fit, once the resume is decided: a stage that
+        starts from growth reads its grown weights here, once; one that resumes its own
+        checkpoint reads that instead, and the grown checkpoint not at all."""
+        super().setup(stage)
+        if self.starts_from_growth and not self._grown_weights_read:
+            copy_weights(self.model, self.grown_from)
+            self._grown_weights_read = True
 
     @property
     def flops_per_batch(self) -> float:

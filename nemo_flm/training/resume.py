@@ -3,10 +3,13 @@
 exp_manager (resume_if_exists) finds the newest 'last' checkpoint on every rank. nemo_flm's
 checkpoint folders appear by rename, whole or not at all, and disappear by rename before they are
 deleted (checkpoint/lightning_io.py); so what a kill can leave is a staging folder (`.partial`),
-a folder being deleted (`.removing`), or NeMo's `-unfinished` marker beside a checkpoint that is
-whole (set before each save and removal, cleared after). exp_manager would refuse to resume past
-such a marker; here they are cleared first, the staging leftovers removed, and the checkpoint
-rank 0 finds whole (verified, else the newest whole one beside it) is the one every rank loads.
+a folder being deleted (`.removing`), a checkpoint moved aside while its same-named successor was
+renamed in (`.old`), or NeMo's `-unfinished` marker beside a checkpoint that is whole (set before
+each save and removal, cleared after). All of them are cleared before exp_manager looks: it would
+refuse to resume past a marker, and its top-k bookkeeping takes every folder for a checkpoint (a
+`val_loss=2.10-step=2000.partial` would rank as the best and push a real one out). Then the
+checkpoint rank 0 finds whole (verified, else the newest whole one beside it) is the one every
+rank loads.
 """
 
 from __future__ import annotations
@@ -21,10 +24,8 @@ from omegaconf import OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.atomic import discard
-from nemo_flm.checkpoint.lightning_io import checkpoint_problem, last_good_checkpoint
+from nemo_flm.checkpoint.lightning_io import LEFTOVERS, checkpoint_problem, last_good_checkpoint
 from nemo_flm.errors import ConfigError
-
-LEFTOVERS = (".partial", ".removing")  # suffixes of folders a killed write or removal leaves
 
 
 def checkpoint_folder(trainer: Any, exp_cfg: Dict[str, Any]) -> Optional[Path]:
@@ -38,25 +39,42 @@ def checkpoint_folder(trainer: Any, exp_cfg: Dict[str, Any]) -> Optional[Path]:
     return Path(get_log_dir(trainer, *args)[0]) / "checkpoints"
 
 
-def clear_unfinished_markers(folder: Optional[Path]) -> None:
-    """Before exp_manager looks (every rank, before any process group exists: removing a file that
-    another rank removed is fine)."""
-    if folder is not None and folder.is_dir():
-        for marker in folder.glob(f"*{NeMoModelCheckpoint.UNFINISHED_CHECKPOINT_SUFFIX}"):
-            marker.unlink(missing_ok=True)
+def clear_leftovers(folder: Optional[Path]) -> None:
+    """Before exp_manager looks, on every rank and before any process group exists: each leftover
+    is moved out of `folder` by whichever rank renames it first (a rename happens once), then
+    deleted by that rank; a checkpoint left as `.old` with nothing under its name is put back."""
+    if folder is None or not folder.is_dir():
+        return
+    for marker in folder.glob(f"*{NeMoModelCheckpoint.UNFINISHED_CHECKPOINT_SUFFIX}"):
+        marker.unlink(missing_ok=True)
+    for path in sorted(folder.iterdir()):
+        name = path.name.removesuffix(".old")
+        if name != path.name and not (folder / name).exists():
+            _move(path, folder / name)  # killed between publish's two renames: the old one back
+        elif path.name.endswith(LEFTOVERS):
+            trash = folder.parent / f".{folder.name}-leftovers" / f"{path.name}-{parallel.launch_rank()}"
+            if _move(path, trash):
+                discard(str(trash))
+
+
+def _move(src: Path, dst: Path) -> bool:
+    """Rename `src` to `dst`; False when another rank moved it first."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.replace(src, dst)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def choose_checkpoint(path: Optional[str]) -> Optional[str]:
-    """Rank 0: the checkpoint to resume from (exp_manager's, or the newest whole one beside it),
-    after removing what killed writes and removals left in its folder; None to start afresh."""
+    """Rank 0: the checkpoint to resume from (exp_manager's, or the newest whole one beside it);
+    None to start afresh."""
     if not path:
         return None
-    folder = os.path.dirname(os.path.normpath(str(path).removesuffix(".ckpt")))
-    for name in os.listdir(folder):
-        if name.endswith(LEFTOVERS):
-            discard(os.path.join(folder, name))
     good = last_good_checkpoint(path)
     if good is None:
+        folder = os.path.dirname(os.path.normpath(str(path).removesuffix(".ckpt")))
         raise ConfigError(
             f"cannot resume: {checkpoint_problem(path)}, and no whole checkpoint is beside it: move the "
             f"'{folder}' folder away to start over"

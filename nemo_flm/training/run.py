@@ -24,7 +24,7 @@ from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint, read_grown_
 from nemo_flm.training.devices import resolve_devices
 from nemo_flm.training.engine import resolve_engine
 from nemo_flm.training.flm_model import FLMModel
-from nemo_flm.training.resume import checkpoint_folder, clear_unfinished_markers, decide_resume
+from nemo_flm.training.resume import checkpoint_folder, clear_leftovers, decide_resume
 from nemo_flm.training.strategy import FLMSingleDeviceStrategy, FLMStrategy
 from nemo_flm.training.summary import start_lines, summarize, summary_lines
 
@@ -45,7 +45,7 @@ def train(cfg: DictConfig, callbacks: Iterable[pl.Callback] = ()) -> Tuple[FLMMo
     trainer_kwargs.setdefault("strategy", _strategy(world, trainer_kwargs, cfg.checkpoint.async_save))
     trainer = pl.Trainer(callbacks=list(callbacks), **trainer_kwargs)
     exp_cfg = OmegaConf.to_container(cfg.exp_manager, resolve=True)  # a copy: exp_manager writes into it
-    clear_unfinished_markers(checkpoint_folder(trainer, exp_cfg))
+    clear_leftovers(checkpoint_folder(trainer, exp_cfg))
     log_dir = exp_manager(trainer, OmegaConf.create(exp_cfg))
     init_from = model_cfg.growth.init_from
     offset = read_grown_meta(os.path.expanduser(init_from))["consumed_samples"] if init_from else 0

@@ -5,7 +5,17 @@ import torch
 
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.model.sharding import partition_dims
-from tests.helpers import GROWTH_OLD, GROWTHS, end_ranks, gather_vocab, grow_pair, logits_of, run_ranks, tiny_cfg
+from tests.helpers import (
+    GROWTH_OLD,
+    GROWTHS,
+    end_ranks,
+    entries,
+    gather_vocab,
+    grow_pair,
+    logits_of,
+    run_ranks,
+    tiny_cfg,
+)
 
 
 def _rank(rank, new_over, grown_dir, tokens_path):
@@ -26,7 +36,7 @@ def _rank(rank, new_over, grown_dir, tokens_path):
 def test_grown_checkpoint_read_at_tp2_preserves_logits(single_process, tmp_path):
     new_over = {**GROWTH_OLD, **GROWTHS["all"]}
     old, new, cfg, masks, state = grow_pair(GROWTH_OLD, new_over)
-    write_grown_checkpoint(str(tmp_path / "grown"), state.items(), iter(()), masks.plan, partition_dims(new))
+    write_grown_checkpoint(str(tmp_path / "grown"), entries(state), iter(()), masks.plan, partition_dims(new))
     tokens = torch.randint(0, cfg.vocab_size, (2, 2 * cfg.seq_length))
     torch.save(tokens, tmp_path / "tokens.pt")
     run_ranks(2, _rank, new_over, str(tmp_path / "grown"), str(tmp_path / "tokens.pt"))

@@ -49,7 +49,7 @@ def test_offline_equals_in_process(single_process, tmp_path):
         iter_grown(
             model.state_dict(),
             make_plan(old_cfg, new_cfg),
-            default_fill(new_cfg.init_method_std, torch.Generator().manual_seed(7)),
+            default_fill(new_cfg.init_method_std, 7),
         )
     )
     index = read_grown_meta(str(tmp_path / "g"))
@@ -59,6 +59,16 @@ def test_offline_equals_in_process(single_process, tmp_path):
     for name in reader.names("model"):
         torch.testing.assert_close(reader.read("model", name), expected[name], rtol=0, atol=0)
     assert _digest(tmp_path / "s1.ckpt") == before  # the input is never modified
+    # three tensors grown at once on threads: the same files, the same index, byte for byte
+    grow_checkpoint(str(tmp_path / "s1.ckpt"), new_cfg, str(tmp_path / "g3"), seed=7, workers=3)
+    assert _same_files(tmp_path / "g", tmp_path / "g3")
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    """The same file names under both directories, with the same bytes."""
+    names = sorted(f.relative_to(a) for f in a.rglob("*") if f.is_file())
+    same_names = names == sorted(f.relative_to(b) for f in b.rglob("*") if f.is_file())
+    return same_names and all((a / n).read_bytes() == (b / n).read_bytes() for n in names)
 
 
 def test_refusals_leave_files_untouched(single_process, tmp_path):
@@ -108,6 +118,8 @@ def test_peak_memory_of_the_script_stays_near_the_largest_tensor(single_process,
             "model.ffn_hidden_size=2048",
             "model.num_layers=2",
             "model.seq_length=32",
+            "--workers",
+            "1",
         ],
         capture_output=True,
         text=True,

@@ -79,6 +79,9 @@ def test_staged_run_and_resume_mid_ramp(tmp_path):
 
     first = StageRecorder(stop_at=2)
     assert run_stages(_cfg(tmp_path / "b"), train, callbacks=[first]) is None  # killed mid-ramp
+    for tensors in (tmp_path / "b" / "flm_tiny_growth" / "stage2.grown").iterdir():
+        if tensors.is_dir():  # a resumed stage reads its own checkpoint: the grown tensors are not needed
+            shutil.rmtree(tensors)
     second = StageRecorder()
     assert run_stages(_cfg(tmp_path / "b"), train, callbacks=[second])
     assert sorted(first.losses) == [(96, 1), (96, 2)]
@@ -120,3 +123,19 @@ def test_growth_as_a_job_of_its_own_between_the_stages(tmp_path):
     before = read_scalars(str(job / "stage1"), ["val_loss"])["val_loss"][-1][1]
     after = read_scalars(str(job / "stage2"), ["val_loss_after_growth"])["val_loss_after_growth"][0][1]
     assert after == pytest.approx(before, rel=1e-5)
+
+
+def test_only_rank_0_looks_for_a_finished_stages_output(tmp_path, monkeypatch):
+    """With async saves rank 0 publishes a stage's last checkpoint after the other ranks are done:
+    they must not look for it (it may be missing or still the previous one)."""
+    from nemo_flm.growth.staged import done_marker, stage_job
+
+    cfg = _cfg(tmp_path)
+    for index in range(len(cfg.stages)):  # every stage done, and no checkpoint on disk yet
+        Path(done_marker(stage_job(cfg, index))).parent.mkdir(parents=True, exist_ok=True)
+        Path(done_marker(stage_job(cfg, index))).write_text("4\n")
+    monkeypatch.setenv("RANK", "1")
+    assert run_stages(cfg, train_fn=None) == ["", "", ""]
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(FileNotFoundError, match="has no '\\*-last' checkpoint"):
+        run_stages(cfg, train_fn=None)

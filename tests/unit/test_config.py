@@ -134,6 +134,7 @@ def test_engines_this_machine_cannot_run_are_clear_errors():
         "parallel.engine megatron needs CUDA": {"engine": "megatron"},
         "pipeline_model_parallel_size > 1 needs the megatron engine": {"pipeline_model_parallel_size": 2},
         "sequence_parallel needs the megatron engine": {"tensor_model_parallel_size": 2, "sequence_parallel": True},
+        "overlap_param_gather needs the megatron engine": {"overlap_param_gather": True},
     }
     for message, par in cases.items():
         with pytest.raises(ConfigError, match=message):

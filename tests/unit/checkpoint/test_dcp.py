@@ -3,6 +3,7 @@ as any other's boxes; `.metadata` builds nothing but DCP's own records and names
 its folder; a truncated file, a missing key and a wrong shape are named in one line."""
 
 import os
+import pathlib
 import pickle
 
 import pytest
@@ -83,3 +84,16 @@ def test_a_crafted_metadata_runs_no_code_and_reads_no_file_outside(single_proces
         pickle.dump(md, handle)
     with pytest.raises(ValueError, match="names a file '../outside.distcp' outside its folder"):
         dcp.load([shard_piece(("exp_avg/w",), torch.zeros(6, 8), None, 0, 1)], folder)
+
+
+def test_a_crafted_metadata_cannot_set_attributes_of_an_allowed_class(single_process, tmp_path):
+    """BUILD on a class (here PosixPath.__fspath__ = torch.Size) would break every path in the
+    process; the classes are allowed, the BUILD on one is not."""
+    folder = _written(tmp_path / "ckpt")
+    payload = b"\x80\x04cpathlib\nPosixPath\nN}X\n\x00\x00\x00__fspath__ctorch\nSize\ns\x86b0N."
+    with open(os.path.join(folder, dcp.METADATA), "wb") as handle:
+        handle.write(payload)
+    fspath = pathlib.PosixPath.__fspath__
+    with pytest.raises(ValueError, match="setting a class's attributes is not part of a checkpoint's metadata"):
+        dcp.read_metadata(folder)
+    assert pathlib.PosixPath.__fspath__ is fspath

@@ -82,6 +82,28 @@ def test_a_removal_waits_for_the_save_in_flight(single_process, tmp_path, monkey
     assert sorted(os.listdir(tmp_path)) == ["new"]
 
 
+def test_a_removal_that_fails_after_the_publish_is_raised_in_the_loop(single_process, tmp_path, monkeypatch):
+    """A deferred removal runs on the writer thread: its failure must reach the training loop (as it
+    would in a synchronous save), not end in a log line."""
+    io = FLMCheckpointIO(async_save=True)
+    io.save_checkpoint(_checkpoint(step=2), str(tmp_path / "old.ckpt"))
+    io.wait()
+    writing = Future()
+    monkeypatch.setattr(lightning_io.dcp, "save", lambda pieces, path, group, stager: _Response(writing))
+    io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new.ckpt"))
+
+    def refused(folder):
+        raise PermissionError(f"cannot remove {folder}")
+
+    monkeypatch.setattr(lightning_io, "remove_checkpoint_folder", refused)
+    io.remove_checkpoint(str(tmp_path / "old.ckpt"))
+    os.makedirs(tmp_path / "new.partial")
+    writing.set_result(None)
+    with pytest.raises(PermissionError, match="cannot remove"):
+        io.wait()
+    io.wait()  # raised once
+
+
 def test_a_failed_write_publishes_and_removes_nothing(single_process, tmp_path, monkeypatch):
     io = FLMCheckpointIO(async_save=True)
     io.save_checkpoint(_checkpoint(step=2), str(tmp_path / "old.ckpt"))

@@ -98,3 +98,19 @@ def test_a_checkpoint_exported_offline_restores_its_weights(single_process, tmp_
     mine = dict(restored.model.named_parameters())
     for name, param in model.named_parameters():
         assert torch.equal(param, mine[name]), name
+
+
+def test_a_header_that_claims_more_bytes_than_its_member_holds_is_refused(tmp_path):
+    """A tensor is mapped straight from the archive: a header whose shape needs more bytes than
+    its data offsets give would read the next member's bytes as weights."""
+    import json
+    import struct
+
+    _nemo(tmp_path, tp_size=1)
+    (member,) = (tmp_path / "staging" / WEIGHTS).rglob("ln*.safetensors")
+    header = json.dumps({"t": {"dtype": "F32", "shape": [50], "data_offsets": [0, 20]}}).encode()
+    member.write_bytes(struct.pack("<Q", len(header)) + header + torch.arange(5.0).numpy().tobytes())
+    pack_nemo(str(tmp_path / "staging"), str(tmp_path / "crafted.nemo"))
+    reader, _ = open_nemo(str(tmp_path / "crafted.nemo"))
+    with pytest.raises(ValueError, match="holds 20 bytes for a \\[50\\]"):
+        reader.read("model", "ln")

@@ -31,3 +31,16 @@ def test_rank_zero_builds_the_indices_beside_the_data_and_the_others_wait_for_it
     assert second["returned"] >= os.path.getmtime(marker) >= first["returned"] - 5
     cached = [p for p in (tmp_path / "data" / "index-cache").rglob("*.npy")]
     assert any("train" in p.name for p in cached) and any("valid" in p.name for p in cached)
+
+
+def test_the_marker_names_the_whole_request():
+    """Another blend weighting builds another blended index: its marker must differ, or the other
+    ranks would take the old marker for the new build."""
+    from nemo_flm.data.prepare import _marker
+
+    base = tiny_cfg()
+    reweighted = tiny_cfg(data={"corpus": {"weights": {"en": 0.9, "zh": 0.1}}})
+    assert dict(base.data.corpus.weights) != dict(reweighted.data.corpus.weights)
+    assert _marker(base, 64) != _marker(reweighted, 64)
+    assert _marker(base, 64) != _marker(base, 128)
+    assert _marker(base, 64) == _marker(tiny_cfg(), 64)

@@ -5,8 +5,8 @@ import torch
 
 from nemo_flm.checkpoint.weights import MOMENTS
 from nemo_flm.growth.grown_checkpoint import load_grown_state, write_grown_checkpoint
-from nemo_flm.growth.operators import default_fill, iter_grown
-from nemo_flm.growth.optimizer_state import iter_grown_moments
+from nemo_flm.growth.operators import default_fill, grown_entries
+from nemo_flm.growth.optimizer_state import grown_moment_entries
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.model.builder import build_model
 from nemo_flm.model.sharding import partition_dims
@@ -39,8 +39,8 @@ def test_moments_copied_zero_elsewhere_step_kept(single_process, tmp_path):
     new_model = build_model(new_cfg)
     write_grown_checkpoint(
         str(tmp_path / "g"),
-        iter_grown(model.state_dict(), plan, default_fill(0.02)),
-        iter_grown_moments(by_moment(old_state), plan),
+        grown_entries(model.state_dict(), plan, default_fill(0.02)),
+        grown_moment_entries(by_moment(old_state), plan),
         plan,
         partition_dims(new_model),
         step=old_state["output_layer.weight"]["step"],
@@ -72,7 +72,7 @@ def test_mup_output_rescale_moves_output_moments(single_process, tmp_path):
     old_state = named_adam_state(model, opt)
     plan = make_plan(old_cfg, new_cfg)
     assert plan.output_rescale == 2.0
-    grown = {(m, n): v for m, n, v in iter_grown_moments(by_moment(old_state), plan)}
+    grown = {(m, n): make() for m, n, make in grown_moment_entries(by_moment(old_state), plan)}
     old_m, old_v = old_state["output_layer.weight"]["exp_avg"], old_state["output_layer.weight"]["exp_avg_sq"]
     torch.testing.assert_close(grown[("exp_avg", "output_layer.weight")][:, :32], old_m / 2, rtol=0, atol=0)
     torch.testing.assert_close(grown[("exp_avg_sq", "output_layer.weight")][:, :32], old_v / 4, rtol=0, atol=0)

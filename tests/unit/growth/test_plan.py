@@ -1,6 +1,7 @@
 """Growth plans: what grows, where new layers go, and one-line refusals."""
 
 import dataclasses
+from collections.abc import Mapping
 
 import pytest
 import torch
@@ -67,7 +68,7 @@ def test_new_entries_of_hidden_matrices_start_at_the_grown_widths_mup_std():
 
     shape = torch.Size([512, 512])
     for width_mult, hidden_std in ((4.0, 0.01), (1.0, 0.02)):
-        fill = default_fill(0.02, torch.Generator().manual_seed(0), width_mult)
+        fill = default_fill(0.02, 0, width_mult)
         for name, want in (
             ("decoder.layers.3.mlp.linear_fc1.weight", hidden_std),
             ("decoder.layers.0.self_attention.linear_proj.weight", hidden_std),
@@ -87,8 +88,43 @@ def test_mup_output_rescale_leaves_new_output_columns_at_the_base_init():
     plan = make_plan(old_cfg, new_cfg)
     assert plan.output_rescale == 2.0
     old = torch.randn(1024, 32)
-    fill = default_fill(0.05, torch.Generator().manual_seed(0), width_mult=4.0)
+    fill = default_fill(0.05, 0, width_mult=4.0)
     no_layers = dataclasses.replace(plan, source=[], new_layers=[])  # only the output layer here
     grown = dict(iter_grown({OUTPUT: old}, no_layers, fill))[OUTPUT]
     assert torch.equal(grown[:, :32], old * 2.0)
     assert grown[:, 32:].std().item() == pytest.approx(0.05, rel=0.03)
+
+
+class _RecordingState(Mapping):
+    """A state dict that records each read, as a checkpoint read tensor by tensor would load."""
+
+    def __init__(self, state):
+        self.state, self.reads = state, []
+
+    def __getitem__(self, name):
+        self.reads.append(name)
+        return self.state[name]
+
+    def __iter__(self):
+        return iter(self.state)
+
+    def __len__(self):
+        return len(self.state)
+
+
+@pytest.mark.parametrize("mode", ["stack", "random"])
+def test_grown_entries_read_each_input_only_when_made(mode):
+    """Offline growth must not hold a checkpoint whole: listing the grown entries reads nothing,
+    and making one reads one input tensor (its source, or layer 0's for its dtype)."""
+    from nemo_flm.growth.operators import default_fill, grown_entries
+    from nemo_flm.model.builder import build_model
+
+    old_cfg = tiny_cfg(**OLD)
+    plan = make_plan(old_cfg, tiny_cfg(**dict(OLD, num_layers=4)), mode)
+    state = _RecordingState(build_model(old_cfg).state_dict())
+    entries = list(grown_entries(state, plan, default_fill(0.02)))
+    assert state.reads == []
+    for name, make in entries:
+        make()
+        assert len(state.reads) == 1, (name, state.reads)
+        state.reads.clear()

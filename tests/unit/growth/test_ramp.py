@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from nemo_flm.config import ConfigError, check_ramp_fits
-from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint, write_grown_checkpoint
+from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint, copy_weights, write_grown_checkpoint
 from nemo_flm.growth.ramp import start_from_grown
 from nemo_flm.model.sharding import partition_dims
-from tests.helpers import GROWTH_OLD, GROWTHS, grow_pair, logits_of, tiny_cfg
+from tests.helpers import GROWTH_OLD, GROWTHS, entries, grow_pair, logits_of, tiny_cfg
 
 NEW = {**GROWTH_OLD, **GROWTHS["all"]}
 
@@ -20,7 +20,7 @@ NEW = {**GROWTH_OLD, **GROWTHS["all"]}
 def _grown_checkpoint(tmp_path):
     old, grown, cfg, masks, state = grow_pair(GROWTH_OLD, NEW)
     path = str(tmp_path / "grown")
-    write_grown_checkpoint(path, state.items(), iter(()), masks.plan, partition_dims(grown), consumed_samples=96)
+    write_grown_checkpoint(path, entries(state), iter(()), masks.plan, partition_dims(grown), consumed_samples=96)
     return old, path
 
 
@@ -31,6 +31,7 @@ def _masked(model):
 def test_start_with_a_ramp_is_the_old_function(single_process, tmp_path):
     old, path = _grown_checkpoint(tmp_path)
     model, masks, consumed = start_from_grown(tiny_cfg(**NEW, growth={"init_from": path, "grow_steps": 10}), path)
+    copy_weights(model, path)
     assert _masked(model) and masks.c == 0.0 and consumed == 96
     tokens = torch.randint(0, 1000, (2, 32))
     before = logits_of(old, tokens)
@@ -41,6 +42,7 @@ def test_start_without_a_ramp_is_plain_and_says_so(single_process, tmp_path, cap
     old, path = _grown_checkpoint(tmp_path)
     with caplog.at_level(logging.WARNING, logger="nemo_flm.growth.ramp"):
         model, masks, _ = start_from_grown(tiny_cfg(**NEW, growth={"init_from": path, "no_ramp": True}), path)
+    copy_weights(model, path)
     assert masks is None and not _masked(model)
     assert "without the MSG mask ramp" in caplog.text
     tokens = torch.randint(0, 1000, (2, 32))
