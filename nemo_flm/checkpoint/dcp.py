@@ -16,12 +16,12 @@ and nothing else, and the files it names must lie inside the checkpoint folder.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import math
 import os
 import pickle
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -47,6 +47,14 @@ from nemo_flm.checkpoint.pieces import Piece
 
 METADATA = ".metadata"
 
+# DCP warns that it "assumes" a single process even when told so (no_dist=True), once per tensor
+# the offline tools read (from several threads in a growth): that one message, from DCP only
+warnings.filterwarnings(
+    "ignore",
+    message="torch.distributed is disabled, unavailable or uninitialized",
+    module="torch.distributed.checkpoint",
+)
+
 # what DCP's .metadata may be built from (its dataclasses, torch's dtypes and sizes, containers)
 _ALLOWED = {
     ("torch.distributed.checkpoint.metadata", name)
@@ -66,6 +74,12 @@ _ALLOWED = {
     ("torch.serialization", "_get_layout"),  # a layout by its name, from torch's own table
     ("pathlib", "PosixPath"),  # the path it was written to
 }
+# the records BUILD may fill in: fresh instances of DCP's own dataclasses, nothing shared
+_RECORDS = {
+    getattr(importlib.import_module(module), name)
+    for module, name in _ALLOWED
+    if module.startswith("torch.distributed.checkpoint") and name != "_MEM_FORMAT_ENCODING"
+}
 _DTYPES = {str(dtype).removeprefix("torch.") for dtype in vars(torch).values() if isinstance(dtype, torch.dtype)}
 
 
@@ -80,8 +94,11 @@ class _MetadataUnpickler(pickle._Unpickler):
         raise pickle.UnpicklingError(f"{module}.{name} is not part of a checkpoint's metadata")
 
     def load_build(self) -> None:
-        if isinstance(self.stack[-2], type):
-            raise pickle.UnpicklingError("setting a class's attributes is not part of a checkpoint's metadata")
+        target = self.stack[-2]
+        if type(target) not in _RECORDS:  # a class, an enum member, a function: shared by the whole process
+            raise pickle.UnpicklingError(
+                f"setting attributes of {type(target).__name__} is not part of a checkpoint's metadata"
+            )
         super().load_build()
 
     dispatch = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
@@ -111,7 +128,7 @@ def read_metadata(path: str) -> Metadata:
     try:
         with open(os.path.join(path, METADATA), "rb") as handle:
             metadata = _MetadataUnpickler(handle).load()
-    except (OSError, EOFError, pickle.UnpicklingError, AttributeError, TypeError) as err:
+    except Exception as err:  # noqa: BLE001 - a damaged pickle fails in any of a dozen ways: one line
         raise ValueError(f"'{path}' has no readable {METADATA} ({type(err).__name__}: {err})") from None
     if not isinstance(metadata, Metadata) or not isinstance(metadata.storage_data, dict):
         raise ValueError(f"'{path}/{METADATA}' is not a checkpoint's metadata")
@@ -284,14 +301,13 @@ def load(pieces: Sequence[Piece], path: str, group: Optional[dist.ProcessGroup] 
     reader = CheckpointReader(path)
     reader.read_metadata()  # checked here, where its reason is one line
     try:
-        with _alone_if(group is None):
-            dcp.load(
-                _state(pieces),
-                storage_reader=reader,
-                planner=_PieceLoadPlanner(pieces, path),
-                process_group=group,
-                no_dist=group is None,
-            )
+        dcp.load(
+            _state(pieces),
+            storage_reader=reader,
+            planner=_PieceLoadPlanner(pieces, path),
+            process_group=group,
+            no_dist=group is None,
+        )
     except CheckpointException as err:  # a rank's one-line reason, not DCP's traceback of every rank
         reasons = [failure[0] for failure in err.failures.values() if isinstance(failure[0], ValueError)]
         if reasons:
@@ -311,16 +327,5 @@ def read_box(reader: CheckpointReader, key: str, offsets: Sequence[int], sizes: 
     out = torch.empty(tuple(sizes), dtype=md.properties.dtype)
     piece = Piece((key,), tuple(md.size), tuple(offsets), out)
     planner = _PieceLoadPlanner([piece], str(reader.path))
-    with _alone_if(True):
-        dcp.load(_state([piece]), storage_reader=reader, planner=planner, no_dist=True)
+    dcp.load(_state([piece]), storage_reader=reader, planner=planner, no_dist=True)
     return out
-
-
-@contextmanager
-def _alone_if(alone: bool):
-    """DCP warns that it 'assumes' a single process even when told so (no_dist=True): once per
-    tensor in the offline tools. Silence that one message where a single process is what we asked."""
-    with warnings.catch_warnings():
-        if alone:
-            warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
-        yield

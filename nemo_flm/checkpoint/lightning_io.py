@@ -181,6 +181,15 @@ def remove_checkpoint_folder(folder: str) -> None:
     discard(doomed)
 
 
+def _remove_or_log(folder: str) -> None:
+    try:
+        remove_checkpoint_folder(folder)
+    except OSError as err:
+        logging.warning(
+            "could not remove the replaced checkpoint %s (%s): it is cleared at the next start", folder, err
+        )
+
+
 class FLMCheckpointIO(CheckpointIO):
     def __init__(self, async_save: bool = False):
         self.async_save = async_save
@@ -262,7 +271,7 @@ class FLMCheckpointIO(CheckpointIO):
         try:
             for action in deferred:
                 action()
-        except BaseException as err:  # noqa: BLE001 - a removal or link that failed: raised by wait()
+        except BaseException as err:  # noqa: BLE001 - a link that failed: raised by wait()
             self._error = self._error or err
         finally:
             self._done.set()
@@ -295,9 +304,12 @@ class FLMCheckpointIO(CheckpointIO):
         return checkpoint
 
     def remove_checkpoint(self, path) -> None:
-        """Rank 0 (Lightning's strategy): after the save in flight is published, never before."""
+        """Rank 0 (Lightning's strategy): after the save in flight is published, never before. A
+        removal that fails is logged, not raised: it costs only disk (the renamed `.removing`
+        folder is cleared at the next start), and raising on rank 0 alone would leave the other
+        ranks in the next save's collective."""
         folder = checkpoint_dir(path)
-        self._when_written(lambda: remove_checkpoint_folder(folder))
+        self._when_written(lambda: _remove_or_log(folder))
 
     def teardown(self) -> None:
         self.wait()

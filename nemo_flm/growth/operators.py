@@ -12,7 +12,7 @@ The same operator with zero fill grows Adam moments (the MSG optimizer rule).
 from __future__ import annotations
 
 import functools
-import zlib
+import hashlib
 from typing import Callable, Dict, Iterator, Mapping, Tuple
 
 import torch
@@ -61,10 +61,15 @@ def default_fill(std: float, seed: int = 0, width_mult: float = 1.0) -> Fill:
         if len(shape) == 1:
             return torch.zeros(shape, dtype=dtype)
         scale = std * width_mult**-0.5 if mup.is_hidden_matrix(name) else std
-        generator = torch.Generator().manual_seed(seed * 2**32 + zlib.crc32(name.encode()))
+        generator = torch.Generator().manual_seed(_tensor_seed(seed, name))
         return torch.randn(shape, generator=generator, dtype=torch.float32).mul_(scale).to(dtype)
 
     return fill
+
+
+def _tensor_seed(seed: int, name: str) -> int:
+    """A 63-bit seed of its own for each tensor name (any int `seed`)."""
+    return int.from_bytes(hashlib.sha256(f"{seed}/{name}".encode()).digest()[:8], "little") >> 1
 
 
 def zero_fill(name: str, shape: torch.Size, dtype: torch.dtype) -> Tensor:

@@ -15,6 +15,8 @@ rank loads.
 from __future__ import annotations
 
 import os
+import threading
+import uuid
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -39,32 +41,43 @@ def checkpoint_folder(trainer: Any, exp_cfg: Dict[str, Any]) -> Optional[Path]:
     return Path(get_log_dir(trainer, *args)[0]) / "checkpoints"
 
 
-def clear_leftovers(folder: Optional[Path]) -> None:
+def clear_leftovers(folder: Optional[Path]) -> Optional[threading.Thread]:
     """Before exp_manager looks, on every rank and before any process group exists: each leftover
-    is moved out of `folder` by whichever rank renames it first (a rename happens once), then
-    deleted by that rank; a checkpoint left as `.old` with nothing under its name is put back."""
+    is moved out of `folder` (renames only: instant, and whichever rank renames first wins), into
+    a trash folder beside it that launch rank 0 empties on a thread of its own while the job starts
+    (returned; what a kill leaves there is emptied at the next start). A checkpoint left as `.old`
+    with nothing under its name is put back."""
     if folder is None or not folder.is_dir():
-        return
+        return None
     for marker in folder.glob(f"*{NeMoModelCheckpoint.UNFINISHED_CHECKPOINT_SUFFIX}"):
         marker.unlink(missing_ok=True)
+    trash = folder.parent / f".{folder.name}-leftovers"
     for path in sorted(folder.iterdir()):
         name = path.name.removesuffix(".old")
         if name != path.name and not (folder / name).exists():
             _move(path, folder / name)  # killed between publish's two renames: the old one back
         elif path.name.endswith(LEFTOVERS):
-            trash = folder.parent / f".{folder.name}-leftovers" / f"{path.name}-{parallel.launch_rank()}"
-            if _move(path, trash):
-                discard(str(trash))
+            _move(path, trash / f"{path.name}-{uuid.uuid4().hex}")
+    if parallel.launch_rank() != 0 or not trash.is_dir():
+        return None
+    sweeper = threading.Thread(target=_empty, args=(trash,), name="leftover-sweeper", daemon=True)
+    sweeper.start()
+    return sweeper
 
 
-def _move(src: Path, dst: Path) -> bool:
-    """Rename `src` to `dst`; False when another rank moved it first."""
+def _empty(trash: Path) -> None:
+    """Delete what the trash holds now (its folder stays: other ranks may be moving into it)."""
+    for entry in trash.iterdir():
+        discard(str(entry))
+
+
+def _move(src: Path, dst: Path) -> None:
+    """Rename `src` to `dst`, unless another rank moved it first."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(src, dst)
     except FileNotFoundError:
-        return False
-    return True
+        pass
 
 
 def choose_checkpoint(path: Optional[str]) -> Optional[str]:

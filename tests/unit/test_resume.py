@@ -2,7 +2,7 @@
 bookkeeping takes every folder for a checkpoint, so a staging folder named for a better
 validation loss would rank as the best and push a real checkpoint out."""
 
-from nemo_flm.training.resume import _move, clear_leftovers
+from nemo_flm.training.resume import clear_leftovers
 
 
 def test_leftovers_are_cleared_and_a_checkpoint_moved_aside_is_put_back(tmp_path):
@@ -19,7 +19,7 @@ def test_leftovers_are_cleared_and_a_checkpoint_moved_aside_is_put_back(tmp_path
         (folder / name / "__0_0.distcp").write_bytes(name.encode())
     (folder / "flm--val_loss=2.40-step=800-unfinished").touch()  # NeMo's marker
 
-    clear_leftovers(folder)
+    clear_leftovers(folder).join()  # (launch rank 0 empties the trash on a thread)
 
     assert sorted(p.name for p in folder.iterdir()) == [
         "flm--val_loss=2.30-step=1000-last",
@@ -31,9 +31,16 @@ def test_leftovers_are_cleared_and_a_checkpoint_moved_aside_is_put_back(tmp_path
     assert not any((tmp_path / ".checkpoints-leftovers").iterdir())  # what was moved out is deleted
 
 
-def test_a_leftover_another_rank_moved_first_is_skipped(tmp_path):
-    """Every rank clears before any process group exists: a rename that finds its folder gone
-    (another rank moved it first) is not an error."""
-    assert _move(tmp_path / "gone.partial", tmp_path / "trash" / "gone.partial-1") is False
-    (tmp_path / "here.partial").mkdir()
-    assert _move(tmp_path / "here.partial", tmp_path / "trash" / "here.partial-1") is True
+def test_leftovers_of_any_earlier_start_are_moved_aside_and_emptied(tmp_path, monkeypatch):
+    """A leftover is renamed away at once (unique names: an interrupted earlier emptying does not
+    block it), and the trash is emptied by launch rank 0 only, on a thread."""
+    folder, trash = tmp_path / "checkpoints", tmp_path / ".checkpoints-leftovers"
+    (trash / "flm--step=3000.partial-0" / "stale").mkdir(parents=True)  # an emptying cut short
+    (folder / "flm--step=3000.partial").mkdir(parents=True)
+    (folder / "flm--step=3000.partial" / "__0_0.distcp").write_bytes(b"x")
+    monkeypatch.setenv("RANK", "1")
+    assert clear_leftovers(folder) is None
+    assert not any(folder.iterdir()) and len(list(trash.iterdir())) == 2
+    monkeypatch.setenv("RANK", "0")
+    clear_leftovers(folder).join()
+    assert trash.is_dir() and not any(trash.iterdir())

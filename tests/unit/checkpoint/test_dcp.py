@@ -86,14 +86,39 @@ def test_a_crafted_metadata_runs_no_code_and_reads_no_file_outside(single_proces
         dcp.load([shard_piece(("exp_avg/w",), torch.zeros(6, 8), None, 0, 1)], folder)
 
 
-def test_a_crafted_metadata_cannot_set_attributes_of_an_allowed_class(single_process, tmp_path):
-    """BUILD on a class (here PosixPath.__fspath__ = torch.Size) would break every path in the
-    process; the classes are allowed, the BUILD on one is not."""
+CLASS_BUILD = b"\x80\x04cpathlib\nPosixPath\nN}X\n\x00\x00\x00__fspath__ctorch\nSize\ns\x86b0N."
+ENUM = b"torch.distributed.checkpoint.metadata\n_MEM_FORMAT_ENCODING\n"
+ENUM_BUILD = b"\x80\x04c" + ENUM + b"K\x00\x85RN}\x8c\x07_value_Kcs\x86b0N."
+
+
+@pytest.mark.parametrize("payload, target", [(CLASS_BUILD, "type"), (ENUM_BUILD, "_MEM_FORMAT_ENCODING")])
+def test_a_crafted_metadata_cannot_set_attributes_of_shared_objects(single_process, tmp_path, payload, target):
+    """BUILD on a class (PosixPath.__fspath__ = torch.Size) or on an enum member (the memory
+    format every later save writes) would change them for the whole process: only DCP's own
+    freshly made records may be filled in."""
+    from torch.distributed.checkpoint.metadata import _MEM_FORMAT_ENCODING
+
     folder = _written(tmp_path / "ckpt")
-    payload = b"\x80\x04cpathlib\nPosixPath\nN}X\n\x00\x00\x00__fspath__ctorch\nSize\ns\x86b0N."
     with open(os.path.join(folder, dcp.METADATA), "wb") as handle:
         handle.write(payload)
-    fspath = pathlib.PosixPath.__fspath__
-    with pytest.raises(ValueError, match="setting a class's attributes is not part of a checkpoint's metadata"):
+    fspath, encoding = pathlib.PosixPath.__fspath__, _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT.value
+    with pytest.raises(ValueError, match=f"setting attributes of {target} is not part of a checkpoint's metadata"):
         dcp.read_metadata(folder)
     assert pathlib.PosixPath.__fspath__ is fspath
+    assert _MEM_FORMAT_ENCODING.TORCH_CONTIGUOUS_FORMAT.value == encoding
+
+
+def test_a_damaged_metadata_is_one_line(single_process, tmp_path):
+    """Cut or flipped anywhere, .metadata fails as one ValueError naming the folder."""
+    folder = _written(tmp_path / "ckpt")
+    path = os.path.join(folder, dcp.METADATA)
+    original = open(path, "rb").read()
+    damaged = [original[:cut] for cut in range(1, len(original), max(1, len(original) // 40))]
+    damaged += [original[:i] + bytes([original[i] ^ 0xFF]) + original[i + 1 :] for i in range(2, len(original), 7)]
+    for data in damaged:
+        with open(path, "wb") as handle:
+            handle.write(data)
+        try:
+            dcp.read_metadata(folder)
+        except ValueError as err:
+            assert folder in str(err) and "\n" not in str(err)

@@ -82,9 +82,12 @@ def test_a_removal_waits_for_the_save_in_flight(single_process, tmp_path, monkey
     assert sorted(os.listdir(tmp_path)) == ["new"]
 
 
-def test_a_removal_that_fails_after_the_publish_is_raised_in_the_loop(single_process, tmp_path, monkeypatch):
-    """A deferred removal runs on the writer thread: its failure must reach the training loop (as it
-    would in a synchronous save), not end in a log line."""
+def test_after_the_publish_a_failed_link_is_raised_and_a_failed_removal_logged(
+    single_process, tmp_path, monkeypatch, caplog
+):
+    """What waited for the publish runs on the writer thread: a 'last' that could not be linked
+    must reach the training loop (as in a synchronous save); a removal that failed costs only disk,
+    and is logged."""
     io = FLMCheckpointIO(async_save=True)
     io.save_checkpoint(_checkpoint(step=2), str(tmp_path / "old.ckpt"))
     io.wait()
@@ -92,16 +95,19 @@ def test_a_removal_that_fails_after_the_publish_is_raised_in_the_loop(single_pro
     monkeypatch.setattr(lightning_io.dcp, "save", lambda pieces, path, group, stager: _Response(writing))
     io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new.ckpt"))
 
-    def refused(folder):
-        raise PermissionError(f"cannot remove {folder}")
+    def refused(*args):
+        raise PermissionError(f"refused {args[0]}")
 
     monkeypatch.setattr(lightning_io, "remove_checkpoint_folder", refused)
+    monkeypatch.setattr(lightning_io, "link_checkpoint", refused)
     io.remove_checkpoint(str(tmp_path / "old.ckpt"))
+    io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new-last.ckpt"))  # the same step: a link
     os.makedirs(tmp_path / "new.partial")
     writing.set_result(None)
-    with pytest.raises(PermissionError, match="cannot remove"):
+    with pytest.raises(PermissionError, match="refused .*new"):
         io.wait()
     io.wait()  # raised once
+    assert "could not remove the replaced checkpoint" in caplog.text
 
 
 def test_a_failed_write_publishes_and_removes_nothing(single_process, tmp_path, monkeypatch):

@@ -113,7 +113,7 @@ class _RecordingState(Mapping):
 
 
 @pytest.mark.parametrize("mode", ["stack", "random"])
-def test_grown_entries_read_each_input_only_when_made(mode):
+def test_grown_entries_read_each_input_only_when_made(single_process, mode):
     """Offline growth must not hold a checkpoint whole: listing the grown entries reads nothing,
     and making one reads one input tensor (its source, or layer 0's for its dtype)."""
     from nemo_flm.growth.operators import default_fill, grown_entries
@@ -128,3 +128,21 @@ def test_grown_entries_read_each_input_only_when_made(mode):
         make()
         assert len(state.reads) == 1, (name, state.reads)
         state.reads.clear()
+
+
+def test_new_entries_draw_from_a_generator_per_tensor_for_any_seed():
+    """The same (seed, name) draws the same entries, another name or seed others; seeds past 2**32
+    (a timestamp) work."""
+    from nemo_flm.growth.operators import default_fill
+
+    shape = torch.Size([8, 8])
+    for seed in (0, 4321, 2**32, 20240101123456):
+        fill = default_fill(0.02, seed)
+        first = fill("decoder.layers.0.mlp.linear_fc1.weight", shape, torch.float32)
+        assert torch.equal(
+            first, default_fill(0.02, seed)("decoder.layers.0.mlp.linear_fc1.weight", shape, torch.float32)
+        )
+        assert not torch.equal(first, fill("decoder.layers.1.mlp.linear_fc1.weight", shape, torch.float32))
+        assert not torch.equal(
+            first, default_fill(0.02, seed + 1)("decoder.layers.0.mlp.linear_fc1.weight", shape, torch.float32)
+        )
