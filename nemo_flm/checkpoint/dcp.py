@@ -85,8 +85,8 @@ _DTYPES = {str(dtype).removeprefix("torch.") for dtype in vars(torch).values() i
 
 class _MetadataUnpickler(pickle._Unpickler):
     """Python's own unpickler (not the C one), whose opcodes can be checked one by one: classes
-    only from the list above, and BUILD only on instances (on a class it would set attributes of
-    that class for the whole process)."""
+    only from the list above, and BUILD only on DCP's freshly made records (on a class, an enum
+    member or a function it would change them for the whole process)."""
 
     def find_class(self, module: str, name: str):
         if (module, name) in _ALLOWED or (module == "torch" and name in _DTYPES):

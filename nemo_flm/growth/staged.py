@@ -151,6 +151,8 @@ def validate_stages(cfg: DictConfig) -> None:
     if not cfg.stages:
         raise ConfigError("a staged run needs a non-empty `stages` list")
     names = [stage.name for stage in cfg.stages]
+    if cfg.growth.workers < 1:
+        raise ConfigError(f"growth.workers must be at least 1 (tensors grown at once), got {cfg.growth.workers}")
     if cfg.growth.stop_after is not None and cfg.growth.stop_after not in names:
         raise ConfigError(f"growth.stop_after '{cfg.growth.stop_after}' is not a stage: one of {names}")
     models: List[Any] = []

@@ -79,6 +79,14 @@ def test_staged_run_without_a_ramp_fails_before_training(tmp_path):
         validate_stages(cfg)
 
 
+def test_staged_run_with_no_growth_workers_fails_before_training(tmp_path):
+    from nemo_flm.growth.staged import validate_stages
+
+    cfg = _compose("flm_tiny_growth", "growth.workers=0", f"exp_manager.exp_dir={tmp_path}")
+    with pytest.raises(ConfigError, match="growth.workers must be at least 1"):
+        validate_stages(cfg)
+
+
 def _compose(name, *overrides):
     from hydra import compose, initialize_config_dir
 
