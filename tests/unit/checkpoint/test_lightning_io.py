@@ -60,9 +60,9 @@ class _Response:
         self.staging_completion.set_result(None)
 
 
-def test_a_removal_waits_for_the_save_in_flight(single_process, tmp_path, monkeypatch):
-    """The previous checkpoint must outlive the new one's write: a kill before the new one is
-    published then still finds a whole checkpoint."""
+def _writing_new(tmp_path, monkeypatch):
+    """An async FLMCheckpointIO that saved `old` (step 2) and is writing `new` (step 4): its
+    staging folder made, the write finishing when the returned future is resolved."""
     io = FLMCheckpointIO(async_save=True)
     io.save_checkpoint(_checkpoint(step=2), str(tmp_path / "old.ckpt"))
     io.wait()
@@ -74,6 +74,13 @@ def test_a_removal_waits_for_the_save_in_flight(single_process, tmp_path, monkey
 
     monkeypatch.setattr(lightning_io.dcp, "save", slow_save)
     io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new.ckpt"))
+    return io, writing
+
+
+def test_a_removal_waits_for_the_save_in_flight(single_process, tmp_path, monkeypatch):
+    """The previous checkpoint must outlive the new one's write: a kill before the new one is
+    published then still finds a whole checkpoint."""
+    io, writing = _writing_new(tmp_path, monkeypatch)
     io.remove_checkpoint(str(tmp_path / "old.ckpt"))
     assert (tmp_path / "old").is_dir() and not (tmp_path / "new").exists()
     writing.set_result(None)  # every rank's files are on disk: rank 0 publishes, then removes
@@ -88,12 +95,7 @@ def test_after_the_publish_a_failed_link_is_raised_and_a_failed_removal_logged(
     """What waited for the publish runs on the writer thread: a 'last' that could not be linked
     must reach the training loop (as in a synchronous save); a removal that failed costs only disk,
     and is logged."""
-    io = FLMCheckpointIO(async_save=True)
-    io.save_checkpoint(_checkpoint(step=2), str(tmp_path / "old.ckpt"))
-    io.wait()
-    writing = Future()
-    monkeypatch.setattr(lightning_io.dcp, "save", lambda pieces, path, group, stager: _Response(writing))
-    io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new.ckpt"))
+    io, writing = _writing_new(tmp_path, monkeypatch)
 
     def refused(*args):
         raise PermissionError(f"refused {args[0]}")
@@ -102,7 +104,6 @@ def test_after_the_publish_a_failed_link_is_raised_and_a_failed_removal_logged(
     monkeypatch.setattr(lightning_io, "link_checkpoint", refused)
     io.remove_checkpoint(str(tmp_path / "old.ckpt"))
     io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new-last.ckpt"))  # the same step: a link
-    os.makedirs(tmp_path / "new.partial")
     writing.set_result(None)
     with pytest.raises(PermissionError, match="refused .*new"):
         io.wait()
@@ -111,12 +112,7 @@ def test_after_the_publish_a_failed_link_is_raised_and_a_failed_removal_logged(
 
 
 def test_a_failed_write_publishes_and_removes_nothing(single_process, tmp_path, monkeypatch):
-    io = FLMCheckpointIO(async_save=True)
-    io.save_checkpoint(_checkpoint(step=2), str(tmp_path / "old.ckpt"))
-    io.wait()
-    failing = Future()
-    monkeypatch.setattr(lightning_io.dcp, "save", lambda pieces, path, group, stager: _Response(failing))
-    io.save_checkpoint(_checkpoint(step=4), str(tmp_path / "new.ckpt"))
+    io, failing = _writing_new(tmp_path, monkeypatch)
     io.remove_checkpoint(str(tmp_path / "old.ckpt"))
     failing.set_exception(OSError("No space left on device"))
     with pytest.raises(OSError, match="No space left"):
