@@ -13,7 +13,7 @@ setup(
     install_requires=[
         "torch>=2.6",
         "nemo_toolkit[core,common-only]==3.0.*",
-        "megatron-core>=0.16,<0.17",
+        "megatron-core>=0.16,<0.20",
         "hydra-core>=1.3",
         "omegaconf>=2.3",
         "tiktoken>=0.7",
@@ -25,6 +25,8 @@ setup(
         "tensorboard",
         "tqdm",
         "safetensors",
+        "zstandard",  # .jsonl.zst corpora (nemo_flm/data/formats.py)
+        "pyarrow",  # Parquet corpora
     ],
     extras_require={
         # lm-eval[api]: requests, aiohttp, tenacity for its local-completions model (tests/integration/test_server.py)

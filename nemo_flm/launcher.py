@@ -18,7 +18,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
-from nemo_flm.config import ConfigError, load_shape_config
+from nemo_flm.config import load_shape_config
+from nemo_flm.errors import ConfigError
 from nemo_flm.estimate import estimate
 from nemo_flm.growth.staged import stage_job
 

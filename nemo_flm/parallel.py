@@ -19,7 +19,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 
 
 def _backend(requested: str) -> str:

@@ -217,15 +217,11 @@ def report(result: dict) -> None:
 
 def projection() -> None:
     """FLM-101B at TP4 x PP4 x DP12, 8 GPUs per node: this design's bytes and memory per rank and node."""
-    from hydra import compose, initialize_config_dir
-
-    from nemo_flm.config import load_shape_config, register_schema
+    from nemo_flm.compose import compose_job
+    from nemo_flm.config import load_shape_config
     from nemo_flm.estimate import params_per_gpu
 
-    register_schema()
-    conf = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
-    with initialize_config_dir(config_dir=os.path.abspath(conf), version_base=None):
-        cfg = load_shape_config(compose("flm_101b").model)
+    cfg = load_shape_config(compose_job("flm_101b").model)
     tp, pp, gpus, per_node = 4, 4, 192, 8
     dp = gpus // (tp * pp)
     total, stage = params_per_gpu(cfg, 1, 1), params_per_gpu(cfg, tp, pp)

@@ -17,22 +17,16 @@ import os
 from dataclasses import asdict
 
 import numpy as np
-from hydra import compose, initialize_config_dir
 
-from nemo_flm.config import load_model_config, load_shape_config, register_schema
+from nemo_flm.compose import compose_job
+from nemo_flm.config import load_model_config, load_shape_config
 from nemo_flm.growth.report import curve
 from nemo_flm.growth.staged import run_stages, stage_dir, stage_job
 from nemo_flm.scaling.growth_run import stage_of
 from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.run import train
 
-CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 WINDOW = 10
-
-
-def _compose(name, overrides):
-    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
-        return compose(name, overrides=overrides)
 
 
 def _smooth(values):
@@ -41,7 +35,7 @@ def _smooth(values):
 
 
 def _grown(out, seed):
-    cfg = _compose(
+    cfg = compose_job(
         "flm_tiny_growth", [f"exp_manager.exp_dir={out}/grown_s{seed}", f"model.seed={seed}", f"growth.seed={seed}"]
     )
     run_stages(cfg, train)
@@ -58,11 +52,11 @@ def _stage_record(model, steps):
 
 
 def _scratch(out, seed, flops_budget):
-    base = _compose("flm_tiny", [])
+    base = compose_job("flm_tiny", [])
     model = load_model_config(base.model)
     per_step = model.global_batch_size * model.seq_length * train_flops_per_token(model)
     steps = int(round(flops_budget / per_step))
-    cfg = _compose(
+    cfg = compose_job(
         "flm_tiny",
         [
             f"exp_manager.exp_dir={out}/scratch_s{seed}",
@@ -116,7 +110,6 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
     p.add_argument("--out", default="bench_growth")
     args = p.parse_args()
-    register_schema()
     out = os.path.abspath(args.out)
     results = {}
     for seed in args.seeds:

@@ -14,7 +14,7 @@ from nemo_flm.console import quiet_startup
 
 quiet_startup()
 
-from nemo_flm.config import ConfigError  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.hf.importer import import_from_hf  # noqa: E402
 
 

@@ -9,7 +9,7 @@ DIR then loads with `transformers.AutoModelForCausalLM.from_pretrained(DIR, trus
 import argparse
 import sys
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.hf.export import export_to_hf
 
 

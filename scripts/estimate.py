@@ -12,20 +12,19 @@ estimate. The model is in nemo_flm/estimate.py.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from nemo_flm.console import quiet_startup
 
 quiet_startup()
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 
-from nemo_flm.config import ConfigError, load_shape_config, register_schema  # noqa: E402
+from nemo_flm.compose import CONF_DIR, compose_job  # noqa: E402
+from nemo_flm.config import load_shape_config  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.estimate import GB, estimate  # noqa: E402
 from nemo_flm.growth.staged import stage_job  # noqa: E402
 
-CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 ROWS = [
     ("layout TP x PP x DP", lambda e: f"{e['tp']} x {e['pp']} x {e['dp']}"),
     ("micro-batches per step", lambda e: f"{e['micro_batches']}"),
@@ -80,15 +79,13 @@ def measure(model_cfg, steps: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config-name", default="flm_tiny")
-    p.add_argument("--config-dir", default=CONF)
+    p.add_argument("--config-dir", default=CONF_DIR)
     p.add_argument("--gpus", type=int, default=None, help="default: trainer.devices x trainer.num_nodes")
     p.add_argument("--measure", type=int, default=0, metavar="STEPS", help="also measure STEPS steps here (CPU)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.parallel.tensor_model_parallel_size=8")
     args = p.parse_intermixed_args()
-    register_schema()
     try:
-        with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):
-            cfg = compose(args.config_name, overrides=args.overrides)
+        cfg = compose_job(args.config_name, args.overrides, args.config_dir)
         jobs = [stage_job(cfg, i) for i in range(len(cfg.stages))] if cfg.stages else [cfg]
         names = [job.exp_manager.get("name") or cfg.name for job in jobs]
         models = [load_shape_config(job.model) for job in jobs]

@@ -17,13 +17,11 @@ from nemo_flm.console import quiet_startup
 
 quiet_startup()
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 
 from nemo_flm.checkpoint.nemo_file import export_nemo  # noqa: E402
-from nemo_flm.config import ConfigError, register_schema  # noqa: E402
+from nemo_flm.compose import compose_job  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.growth.staged import final_checkpoint, stage_job, stage_nemo  # noqa: E402
-
-CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 
 
 def main() -> None:
@@ -36,9 +34,7 @@ def main() -> None:
     args = p.parse_args()
     try:
         if args.stage is not None:
-            register_schema()
-            with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
-                job = stage_job(compose(args.config_name, overrides=args.overrides), args.stage)
+            job = stage_job(compose_job(args.config_name, args.overrides), args.stage)
             args.checkpoint, args.output = final_checkpoint(job), args.output or stage_nemo(job)
         if not args.checkpoint or not args.output:
             raise ConfigError("give --checkpoint and --output, or --config-name and --stage")

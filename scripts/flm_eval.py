@@ -20,8 +20,8 @@ from tqdm import tqdm  # noqa: E402
 
 from nemo_flm import parallel  # noqa: E402
 from nemo_flm.atomic import atomic_output  # noqa: E402
-from nemo_flm.config import ConfigError  # noqa: E402
 from nemo_flm.data.tokenizer import FLMTokenizer  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.inference.generator import Completion, Generator  # noqa: E402
 from nemo_flm.inference.job import check_single_process, load_generator, sampling_defaults, server_limits  # noqa: E402
 from nemo_flm.inference.sampling import SamplingParams  # noqa: E402

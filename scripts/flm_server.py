@@ -13,7 +13,7 @@ quiet_startup()
 from nemo.core.config import hydra_runner  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from nemo_flm.config import ConfigError  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.inference.job import check_single_process, load_generator, sampling_defaults, server_limits  # noqa: E402
 from nemo_flm.inference.server import make_server, serve  # noqa: E402
 

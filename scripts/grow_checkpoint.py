@@ -27,15 +27,13 @@ from nemo_flm.console import quiet_startup
 
 quiet_startup()
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 
-from nemo_flm.config import ConfigError, register_schema  # noqa: E402
+from nemo_flm.compose import CONF_DIR, compose_job  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.growth.grown_checkpoint import read_grown_meta  # noqa: E402
 from nemo_flm.growth.offline import grow_checkpoint  # noqa: E402
 from nemo_flm.growth.staged import final_checkpoint, grow_stage, stage_job  # noqa: E402
 from nemo_flm.host_memory import PeakAnon, anon_rss  # noqa: E402
-
-CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 
 
 def _size(path: str) -> int:
@@ -50,7 +48,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", help="the checkpoint to grow (default with --stage: the staged run's)")
     p.add_argument("--config-name", required=True, help="job config in conf/ holding the next shape")
-    p.add_argument("--config-dir", default=CONF)
+    p.add_argument("--config-dir", default=CONF_DIR)
     p.add_argument("--stage", type=int, default=None, help="with a staged config: the stage to grow into")
     p.add_argument("--output", help="new directory for the grown checkpoint (default with --stage: the run's)")
     p.add_argument("--depth-mode", default="stack", choices=["stack", "interleave", "random"])
@@ -59,10 +57,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4, help="tensors grown at once (with --stage: growth.workers)")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of the config, e.g. model.hidden_size=96")
     args = p.parse_args()
-    register_schema()
     try:
-        with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):
-            cfg = compose(args.config_name, overrides=args.overrides)
+        cfg = compose_job(args.config_name, args.overrides, args.config_dir)
         if args.stage is not None and args.checkpoint is None:  # the staged run's grow step
             target = stage_job(cfg, args.stage).model.growth.init_from
             if os.path.exists(target):

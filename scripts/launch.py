@@ -24,13 +24,11 @@ from nemo_flm.console import quiet_startup
 
 quiet_startup()
 
-from hydra import compose, initialize_config_dir  # noqa: E402
 
 from nemo_flm.atomic import atomic_output  # noqa: E402
-from nemo_flm.config import ConfigError, register_schema  # noqa: E402
+from nemo_flm.compose import CONF_DIR, compose_job  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.launcher import render  # noqa: E402
-
-CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 
 
 def dry_run(jobs) -> None:
@@ -68,13 +66,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config_name", help="a launcher config, e.g. launcher/flm_101b")
     p.add_argument("--mode", choices=["dry-run", "sbatch", "local"], default="dry-run")
-    p.add_argument("--config-dir", default=CONF)
+    p.add_argument("--config-dir", default=CONF_DIR)
     p.add_argument("overrides", nargs="*")
     args = p.parse_intermixed_args()
-    register_schema()
     try:
-        with initialize_config_dir(config_dir=os.path.abspath(args.config_dir), version_base=None):
-            cfg = compose(args.config_name, overrides=args.overrides)
+        cfg = compose_job(args.config_name, args.overrides, args.config_dir)
         jobs = render(cfg, args.config_name, args.overrides)
     except ConfigError as err:
         sys.exit(f"config error: {err}")

@@ -23,10 +23,10 @@ from nemo_flm.console import quiet_startup
 
 quiet_startup()
 
-from hydra import compose, initialize_config_dir  # noqa: E402
-from hydra.errors import HydraException  # noqa: E402
 
-from nemo_flm.config import ConfigError, load_shape_config, register_schema  # noqa: E402
+from nemo_flm.compose import compose_job  # noqa: E402
+from nemo_flm.config import load_shape_config  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.scaling.compute_law import ComputeLaw, fit_compute_law, read_law, write_law  # noqa: E402
 from nemo_flm.scaling.flm_check import flm_report, flm_saving  # noqa: E402
 from nemo_flm.scaling.growth_efficiency import eta_from_bench  # noqa: E402
@@ -35,7 +35,6 @@ from nemo_flm.scaling.plan_output import check_plan_runs, plan_body, plan_table,
 from nemo_flm.scaling.planner import Schedule, budget_flops, check_request, plan_growth  # noqa: E402
 from nemo_flm.scaling.proxies import read_proxies  # noqa: E402
 
-CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "conf")
 FLM_STAGES = ("flm_16b", "flm_51b", "flm_101b")
 
 
@@ -62,13 +61,8 @@ def parse() -> argparse.Namespace:
     return p.parse_intermixed_args()
 
 
-def _compose(name: str, overrides=()):
-    with initialize_config_dir(config_dir=os.path.abspath(CONF), version_base=None):
-        return compose(name, overrides=list(overrides))
-
-
 def check_flm() -> None:
-    jobs = [_compose(name) for name in FLM_STAGES]
+    jobs = [compose_job(name) for name in FLM_STAGES]
     print(flm_report(flm_saving([(n, load_shape_config(j.model), j.train_tokens) for n, j in zip(FLM_STAGES, jobs)])))
 
 
@@ -100,7 +94,7 @@ def law_of(args: argparse.Namespace) -> ComputeLaw:
 def plan(args: argparse.Namespace) -> None:
     check_args(args)
     budget = budget_flops(args.budget_flops, args.gpu_hours, args.mfu, args.peak_tflops)
-    job = _compose(args.final_config, args.overrides)
+    job = compose_job(args.final_config, args.overrides)
     final = load_shape_config(job.model)
     grow_steps = args.grow_steps if args.grow_steps is not None else job.model.growth.grow_steps
     sched = Schedule.of_job(job, final, grow_steps)
@@ -127,10 +121,9 @@ def plan(args: argparse.Namespace) -> None:
 
 def main() -> None:
     args = parse()
-    register_schema()
     try:
         check_flm() if args.check_flm else plan(args)
-    except (ConfigError, OSError, json.JSONDecodeError, HydraException) as err:
+    except (ConfigError, OSError, json.JSONDecodeError) as err:
         sys.exit(f"error: {str(err).splitlines()[0]}")
 
 

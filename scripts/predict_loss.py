@@ -22,7 +22,7 @@ from nemo_flm.console import quiet_startup
 
 quiet_startup()
 
-from nemo_flm.config import ConfigError  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.scaling.loss_prediction import plot_prediction, predict, summary_lines, write_prediction  # noqa: E402
 from nemo_flm.scaling.proxies import read_proxies, write_proxies  # noqa: E402
 from nemo_flm.scaling.sweep import load_sweep, proxy_jobs, run_sweep, target_sizes  # noqa: E402

@@ -18,7 +18,8 @@ from omegaconf import DictConfig  # noqa: E402
 
 from nemo_flm import parallel  # noqa: E402
 from nemo_flm.checkpoint.lightning_io import checkpoint_dir  # noqa: E402
-from nemo_flm.config import ConfigError, register_schema  # noqa: E402
+from nemo_flm.config import register_schema  # noqa: E402
+from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.growth.staged import run_stages  # noqa: E402
 from nemo_flm.training.nonfinite import NonFiniteError  # noqa: E402
 from nemo_flm.training.run import train  # noqa: E402

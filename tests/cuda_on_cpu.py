@@ -70,6 +70,9 @@ def cuda_on_cpu() -> Iterator[None]:
     """Run the body with CUDA requests served by the CPU (see the module docstring)."""
     stream = _Stream()
     patches = [
+        # a CUDA build of torch on a machine without a GPU answers as a CPU build does (the
+        # patched device_count below would otherwise make it claim a device)
+        mock.patch("torch.cuda.is_available", lambda: False),
         mock.patch("torch.cuda.current_device", lambda: "cpu"),  # also seen by autograd threads
         mock.patch("torch.cuda.device_count", lambda: 1),
         mock.patch("torch.cuda.synchronize", lambda *a, **k: None),

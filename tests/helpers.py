@@ -29,19 +29,6 @@ def tiny_cfg(**overrides):
     return load_model_config(base)
 
 
-def compose_job(name, overrides=()):
-    """A job config from conf/ (Hydra), as scripts/train.py composes it."""
-    from pathlib import Path
-
-    from hydra import compose, initialize_config_dir
-
-    from nemo_flm.config import register_schema
-
-    register_schema()
-    with initialize_config_dir(config_dir=str(Path(__file__).parents[1] / "conf"), version_base=None):
-        return compose(name, overrides=list(overrides))
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -18,10 +18,10 @@ from megatron.core.datasets.blended_megatron_dataset_config import (
 )
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
-from nemo_flm.config import ConfigError
 from nemo_flm.data.blend import Dataset, parse_blend
 from nemo_flm.data.corpus import SOURCES, build_default_corpus, corpus_dir
 from nemo_flm.data.tokenizer import FLMTokenizer
+from nemo_flm.errors import ConfigError
 
 
 def blend_datasets(data_cfg: Any) -> List[Dataset]:

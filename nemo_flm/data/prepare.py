@@ -23,7 +23,6 @@ from omegaconf import OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output
-from nemo_flm.config import ConfigError
 from nemo_flm.data.datasets import (
     blend_datasets,
     build_train_dataset,
@@ -32,6 +31,7 @@ from nemo_flm.data.datasets import (
     data_fingerprint,
     index_cache_base,
 )
+from nemo_flm.errors import ConfigError
 
 POLL_SECONDS = 1.0
 

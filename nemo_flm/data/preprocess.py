@@ -1,19 +1,15 @@
 """Text -> megatron indexed dataset (.bin/.idx) through megatron.core.datasets.
 
-Inputs are .txt files (documents separated by blank lines) and .jsonl files (one document per
-line, text under a configurable key), given as files, directories or globs. Each document gets an
+Inputs are corpus files as they ship (data/formats.py: .txt, .jsonl, either gzip- or
+zstandard-compressed, and Parquet), given as files, directories or globs. Each document gets an
 EOD token appended. Tokenization runs in worker processes; the output is written under a
 temporary name and renamed when complete, so an interrupted run never leaves a half dataset.
 """
 
 from __future__ import annotations
 
-import glob
-import json
 import multiprocessing as mp
 import os
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Iterable, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -21,89 +17,11 @@ from megatron.core.datasets.indexed_dataset import DType, IndexedDatasetBuilder
 from tqdm import tqdm
 
 from nemo_flm.atomic import atomic_output
+from nemo_flm.data.formats import SUFFIXES, Summary, expand_inputs, file_documents
 from nemo_flm.data.tokenizer import FLMTokenizer
+from nemo_flm.errors import DataError
 
 CHUNK_DOCS = 64
-
-
-class DataError(ValueError):
-    """Bad or missing input data; the message is one line with the fix."""
-
-
-@dataclass
-class Summary:
-    documents: int = 0
-    tokens: int = 0
-    skipped: Counter = field(default_factory=Counter)  # reason -> count
-
-    def line(self) -> str:
-        skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
-        return f"{self.documents} documents, {self.tokens} tokens; skipped: {skipped}"
-
-
-def expand_inputs(inputs: Sequence[str]) -> List[str]:
-    """Files, directories (recursively: *.txt, *.jsonl) and globs -> sorted file list."""
-    files: List[str] = []
-    for item in inputs:
-        if os.path.isdir(item):
-            for ext in ("txt", "jsonl"):
-                files += glob.glob(os.path.join(item, "**", f"*.{ext}"), recursive=True)
-        elif os.path.isfile(item):
-            files.append(item)
-        else:
-            matches = [p for p in glob.glob(item, recursive=True) if os.path.isfile(p)]
-            if not matches:
-                raise DataError(
-                    f"input '{item}' matches no file: pass existing .txt/.jsonl files, directories or globs"
-                )
-            files += matches
-    return sorted(set(files))
-
-
-def _decoded_lines(path: str, summary: Summary) -> Iterator[str]:
-    with open(path, "rb") as handle:
-        for raw in handle:
-            try:
-                yield raw.decode("utf-8")
-            except UnicodeDecodeError:
-                summary.skipped["non-UTF8 lines"] += 1
-
-
-def _txt_documents(path: str, summary: Summary) -> Iterator[str]:
-    paragraph: List[str] = []
-    for line in _decoded_lines(path, summary):
-        if line.strip():
-            paragraph.append(line)
-        elif paragraph:
-            yield "".join(paragraph).rstrip("\n")
-            paragraph = []
-    if paragraph:
-        yield "".join(paragraph).rstrip("\n")
-
-
-def _jsonl_documents(path: str, key: str, summary: Summary) -> Iterator[str]:
-    for line in _decoded_lines(path, summary):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            summary.skipped["invalid JSON lines"] += 1
-            continue
-        text = record.get(key) if isinstance(record, dict) else None
-        if not isinstance(text, str):
-            summary.skipped[f"JSON lines without a '{key}' string"] += 1
-            continue
-        yield text
-
-
-def file_documents(files: Sequence[str], json_key: str, summary: Summary) -> Iterator[str]:
-    """Documents of .txt and .jsonl files; bad lines are counted in `summary` and skipped."""
-    for path in files:
-        if path.endswith(".jsonl"):
-            yield from _jsonl_documents(path, json_key, summary)
-        else:
-            yield from _txt_documents(path, summary)
 
 
 def _chunks(docs: Iterable[str], summary: Summary) -> Iterator[List[str]]:
@@ -176,10 +94,10 @@ def write_indexed_dataset(
 def preprocess_files(
     inputs: Sequence[str], prefix: str, json_key: str = "text", workers: int = 2, overwrite: bool = False
 ) -> Summary:
-    """Files/directories/globs -> `prefix`.bin/.idx; bad lines are counted and skipped."""
+    """Files/directories/globs -> `prefix`.bin/.idx; bad records are counted and skipped."""
     files = expand_inputs(inputs)
     if not files:
-        raise DataError(f"no .txt/.jsonl input files in {list(inputs)}")
+        raise DataError(f"no corpus files ({', '.join(SUFFIXES)}) in {list(inputs)}")
     summary = Summary()
     docs = file_documents(files, json_key, summary)
     return write_indexed_dataset(docs, prefix, workers, f"tokenizing {len(files)} file(s)", overwrite, summary)

@@ -16,7 +16,8 @@ import numpy as np
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 
-from nemo_flm.config import ConfigError, padded_vocab_size
+from nemo_flm.config import padded_vocab_size
+from nemo_flm.errors import ConfigError
 
 CL100K_SHA256 = "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7"
 CL100K_PATTERN = (

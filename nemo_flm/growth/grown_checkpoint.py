@@ -25,7 +25,8 @@ from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output
 from nemo_flm.checkpoint.shards import ShardReader, ShardWriter
 from nemo_flm.checkpoint.weights import MODEL, PREFIX
-from nemo_flm.config import ConfigError, ffn_size
+from nemo_flm.config import ffn_size
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.plan import GrowthPlan
 from nemo_flm.model.sharding import global_names
 

@@ -27,7 +27,7 @@ from megatron.core.transformer.transformer_block import TransformerBlockSubmodul
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 from torch import Tensor
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.plan import GrowthPlan
 from nemo_flm.model.builder import build_model, position_config, transformer_config
 from nemo_flm.model.layernorm import FLMLayerNorm

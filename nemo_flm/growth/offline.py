@@ -21,7 +21,8 @@ from nemo_flm.checkpoint.lightning_io import ADAM_STEP
 from nemo_flm.checkpoint.shards import consolidate
 from nemo_flm.checkpoint.source import open_checkpoint
 from nemo_flm.checkpoint.weights import MOMENTS
-from nemo_flm.config import ConfigError, load_shape_config
+from nemo_flm.config import load_shape_config
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.grown_checkpoint import write_grown_checkpoint
 from nemo_flm.growth.operators import default_fill, grown_entries
 from nemo_flm.growth.optimizer_state import grown_moment_entries

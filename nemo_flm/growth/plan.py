@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List
 
-from nemo_flm.config import ConfigError, ffn_size, head_dim
+from nemo_flm.config import ffn_size, head_dim
+from nemo_flm.errors import ConfigError
 from nemo_flm.model.mup import logit_scale, softmax_scale
 
 DEPTH_MODES = ("stack", "interleave", "random")

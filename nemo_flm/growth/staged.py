@@ -24,9 +24,10 @@ from omegaconf import DictConfig, OmegaConf
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output
 from nemo_flm.checkpoint.lightning_io import read_trainer_state
-from nemo_flm.config import ConfigError, check_ramp_fits, load_shape_config, validate_ramp
+from nemo_flm.config import check_ramp_fits, load_shape_config, validate_ramp
 from nemo_flm.data.blend import check_blend_files
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.masks import check_ramp_layout
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.plan import make_plan

@@ -16,7 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any, Dict, Optional
 
-from nemo_flm.config import ConfigError, ffn_size, head_dim
+from nemo_flm.config import ffn_size, head_dim
+from nemo_flm.errors import ConfigError
 from nemo_flm.model import mup
 
 FLM_GAMMA = 0.4

@@ -23,7 +23,8 @@ from nemo_flm.checkpoint.nemo_archive import CONFIG, WEIGHTS
 from nemo_flm.checkpoint.nemo_file import pack_nemo
 from nemo_flm.checkpoint.shards import ShardWriter
 from nemo_flm.checkpoint.weights import MODEL
-from nemo_flm.config import ConfigError, ffn_size, load_model_config, padded_vocab_size
+from nemo_flm.config import ffn_size, load_model_config, padded_vocab_size
+from nemo_flm.errors import ConfigError
 from nemo_flm.hf.hf_config import HF_DTYPES, from_hf_config
 from nemo_flm.hf.mapping import HF_NAMES, OUTPUT, from_hf, name_pairs, sizes_of
 from nemo_flm.hf.weights import iter_tensors, weight_files

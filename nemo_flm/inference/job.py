@@ -8,8 +8,8 @@ import os
 from omegaconf import DictConfig, OmegaConf
 
 from nemo_flm import parallel
-from nemo_flm.config import ConfigError
 from nemo_flm.data.tokenizer import FLMTokenizer, check_vocab_covers_tokenizer
+from nemo_flm.errors import ConfigError
 
 from .api import ServerLimits
 from .generator import Generator

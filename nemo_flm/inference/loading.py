@@ -19,7 +19,8 @@ from nemo_flm import parallel
 from nemo_flm.checkpoint.shards import ShardReader
 from nemo_flm.checkpoint.source import open_checkpoint
 from nemo_flm.checkpoint.weights import MODEL
-from nemo_flm.config import ConfigError, load_shape_config
+from nemo_flm.config import load_shape_config
+from nemo_flm.errors import ConfigError
 from nemo_flm.model.builder import build_model
 from nemo_flm.model.gpt import FLMGPTModel
 from nemo_flm.model.sharding import global_names

@@ -13,7 +13,8 @@ import torch
 from megatron.core import parallel_state
 
 from nemo_flm import parallel
-from nemo_flm.config import ConfigError, ffn_size
+from nemo_flm.config import ffn_size
+from nemo_flm.errors import ConfigError
 from nemo_flm.model.builder import build_model
 from nemo_flm.model.gpt import FLMGPTModel
 

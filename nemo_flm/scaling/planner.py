@@ -23,7 +23,8 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from nemo_flm.config import ConfigError, ffn_size, head_dim, load_shape_config
+from nemo_flm.config import ffn_size, head_dim, load_shape_config
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.scaling.compute_law import ComputeLaw
 from nemo_flm.scaling.growth_run import Stage, check_eta, stage_losses, stage_of

@@ -25,7 +25,9 @@ from typing import Callable, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nemo_flm.config import ConfigError, load_model_config, register_schema, schema_merge, steps_for_tokens
+from nemo_flm.compose import compose_job
+from nemo_flm.config import load_model_config, schema_merge, steps_for_tokens
+from nemo_flm.errors import ConfigError
 from nemo_flm.estimate import non_embedding_params
 from nemo_flm.scaling.proxies import Proxy
 from nemo_flm.scaling.size_law import MIN_POINTS
@@ -96,20 +98,6 @@ def check_sweep(sweep: DictConfig) -> None:
     _require(sweep.validations >= 1, f"validations must be >= 1, got {sweep.validations}")
 
 
-def compose(conf_dir: str, name: str, overrides: List[str] = ()) -> DictConfig:
-    """A job config from conf_dir as scripts/train.py composes it; Hydra's errors in one line."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-
-    register_schema()
-    try:
-        with initialize_config_dir(config_dir=os.path.abspath(conf_dir), version_base=None):
-            return hydra_compose(name, overrides=list(overrides))
-    except HydraException as err:
-        raise ConfigError(f"job '{name}' with {list(overrides)}: {str(err).splitlines()[0]}") from None
-
-
 def _interval(steps: int, count: int) -> int:
     """The smallest divisor of `steps` giving at most `count` validations: the last is at the final step."""
     return next(d for d in range(math.ceil(steps / count), steps + 1) if steps % d == 0)
@@ -127,7 +115,7 @@ def proxy_job(sweep: DictConfig, conf_dir: str, width: int, budget: float) -> Di
         f"model.mup_base_width={base}",
         f"model.mup_scale_factor={width / base}",
     ]
-    job = compose(conf_dir, sweep.base, list(sweep.overrides) + shape)
+    job = compose_job(sweep.base, list(sweep.overrides) + shape, conf_dir)
     model = job.model
     steps = steps_for_tokens(budget, model.seq_length, model.global_batch_size)
     every = _interval(steps, sweep.validations)
@@ -153,7 +141,10 @@ def proxy_jobs(sweep: DictConfig, conf_dir: str) -> List[DictConfig]:
 
 def target_sizes(sweep: DictConfig, conf_dir: str) -> dict:
     """Non-embedding parameters of each target job (e.g. FLM's 16B / 51B / 101B stages)."""
-    return {name: non_embedding_params(load_model_config(compose(conf_dir, name).model)) for name in sweep.targets}
+    return {
+        name: non_embedding_params(load_model_config(compose_job(name, conf_dir=conf_dir).model))
+        for name in sweep.targets
+    }
 
 
 def log_dir(job: DictConfig) -> str:

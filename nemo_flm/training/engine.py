@@ -15,7 +15,7 @@ from typing import Any, List, Union
 import torch
 
 from nemo_flm import parallel
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.model.builder import as_network
 from nemo_flm.training.forward_step import Batch, micro_batch_losses
 from nemo_flm.training.local_engine import LocalEngine

@@ -25,10 +25,11 @@ from torch.utils.data import DataLoader
 from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
-from nemo_flm.config import ConfigError, load_model_config
+from nemo_flm.config import load_model_config
 from nemo_flm.data.blend import Dataset
 from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_blend
 from nemo_flm.data.sampler import EvalBatchSampler, PretrainingBatchSampler
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.grown_checkpoint import copy_weights, load_grown_state
 from nemo_flm.growth.ramp import MaskRamp, start_from_grown
 from nemo_flm.model.builder import as_network, build_chunks, model_chunks

@@ -27,7 +27,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from nemo_flm import parallel
 from nemo_flm.checkpoint.pieces import Piece
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.model.builder import DTYPES, as_network
 from nemo_flm.training.forward_step import LOGGED, Batch, forward_step, micro_batches
 from nemo_flm.training.megatron_optimizer import MegatronOptimizerAdapter

@@ -13,8 +13,8 @@ import lightning.pytorch as pl
 import pytest
 import torch
 
+from nemo_flm.compose import compose_job
 from nemo_flm.training.curves import read_scalars
-from tests.helpers import compose_job
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "train.py")
 SMALL = [

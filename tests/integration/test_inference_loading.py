@@ -36,7 +36,7 @@ def test_nemo_restores_without_its_training_data(single_process, tmp_path, monke
 
 
 def test_loading_overrides_apply_and_are_checked(single_process, tmp_path):
-    from nemo_flm.config import ConfigError
+    from nemo_flm.errors import ConfigError
     from nemo_flm.inference.loading import load_for_inference
     from nemo_flm.training.flm_model import FLMModel
 

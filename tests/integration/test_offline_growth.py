@@ -13,7 +13,7 @@ import torch
 
 from nemo_flm.checkpoint.lightning_io import checkpoint_dir
 from nemo_flm.checkpoint.shards import ShardReader
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.offline import grow_checkpoint
 from nemo_flm.growth.operators import default_fill, iter_grown

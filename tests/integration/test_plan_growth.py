@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nemo_flm.compose import compose_job
 from nemo_flm.config import load_shape_config
 from nemo_flm.training.flops import train_flops_per_token
-from tests.helpers import compose_job
 
 ROOT = Path(__file__).parents[2]
 SCRIPT = str(ROOT / "scripts" / "plan_growth.py")

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import pytest
-from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from nemo_flm.config import register_schema
+from nemo_flm.compose import compose_job
 from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.ramp import MaskRamp
 from nemo_flm.growth.staged import run_stages
@@ -35,9 +34,7 @@ ARGS = [
 
 
 def _cfg(tmp_path):
-    register_schema()
-    with initialize_config_dir(config_dir=CONF, version_base=None):
-        return compose("flm_tiny_growth", overrides=ARGS + [f"exp_manager.exp_dir={tmp_path}"])
+    return compose_job("flm_tiny_growth", ARGS + [f"exp_manager.exp_dir={tmp_path}"])
 
 
 class StageRecorder(pl.Callback):
@@ -98,14 +95,12 @@ def test_growth_as_a_job_of_its_own_between_the_stages(tmp_path):
     import subprocess
     import sys
 
-    from nemo_flm.config import ConfigError
+    from nemo_flm.errors import ConfigError
 
     base = [*ARGS, f"exp_manager.exp_dir={tmp_path}"]
 
     def cfg(*more):
-        register_schema()
-        with initialize_config_dir(config_dir=CONF, version_base=None):
-            return compose("flm_tiny_growth", overrides=base + list(more))
+        return compose_job("flm_tiny_growth", base + list(more))
 
     assert run_stages(cfg("growth.stop_after=stage1"), train)
     stage2 = ("growth.stop_after=stage2", "growth.grow_in_job=false")

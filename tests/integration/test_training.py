@@ -9,10 +9,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
 from nemo_flm.checkpoint.lightning_io import read_trainer_state
-from nemo_flm.config import register_schema
+from nemo_flm.compose import compose_job
 
 CONF = str(Path(__file__).parents[2] / "conf")
 SMALL = [
@@ -29,9 +28,7 @@ SMALL = [
 
 
 def job(tmp_path, *overrides):
-    register_schema()
-    with initialize_config_dir(config_dir=CONF, version_base=None):
-        cfg = compose("flm_tiny", overrides=SMALL + [f"exp_manager.exp_dir={tmp_path}", *overrides])
+    cfg = compose_job("flm_tiny", SMALL + [f"exp_manager.exp_dir={tmp_path}", *overrides])
     return cfg
 
 

@@ -170,7 +170,7 @@ def test_blockwise_attention_equals_a_window_mask_reference(build):
 
 
 def test_blockwise_attention_config_errors():
-    from nemo_flm.config import ConfigError
+    from nemo_flm.errors import ConfigError
     from tests.helpers import tiny_cfg
 
     with pytest.raises(ConfigError, match="blockwise_attention"):
@@ -191,7 +191,7 @@ def test_blockwise_attention_config_errors():
 def test_xpos_values_that_cannot_work_fail_at_load(overrides, match):
     """A training sequence longer than one forward's xPos range (or a degenerate constant) is a
     config error, not a failure at the first step."""
-    from nemo_flm.config import ConfigError
+    from nemo_flm.errors import ConfigError
     from tests.helpers import tiny_cfg
 
     with pytest.raises(ConfigError, match=match):

@@ -1,12 +1,12 @@
 """Each config validation error is one line naming the problem, raised before anything is built."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
-from nemo_flm.config import ConfigError, load_model_config, padded_vocab_size
+from nemo_flm.compose import compose_job
+from nemo_flm.config import load_model_config, padded_vocab_size
 from nemo_flm.data.tokenizer import check_vocab_covers_tokenizer
+from nemo_flm.errors import ConfigError
 
 
 def _load(**overrides):
@@ -88,13 +88,7 @@ def test_staged_run_with_no_growth_workers_fails_before_training(tmp_path):
 
 
 def _compose(name, *overrides):
-    from hydra import compose, initialize_config_dir
-
-    from nemo_flm.config import register_schema
-
-    register_schema()
-    with initialize_config_dir(config_dir=str(Path(__file__).parents[2] / "conf"), version_base=None):
-        return compose(name, overrides=list(overrides))
+    return compose_job(name, overrides)
 
 
 @pytest.mark.parametrize(

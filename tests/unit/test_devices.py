@@ -4,7 +4,7 @@ a count that disagrees with the launched world is refused too."""
 
 import pytest
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.training.devices import resolve_devices
 
 

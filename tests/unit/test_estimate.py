@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import compose_job, tiny_cfg
+from nemo_flm.compose import compose_job
+from tests.helpers import tiny_cfg
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "estimate.py")
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.hf.hf_config import from_hf_config, to_hf_config
 from nemo_flm.hf.mapping import HF_NAMES, from_hf, name_pairs, sizes_of, to_hf
 from nemo_flm.model.layout import AXES, Sizes, tensor_shape

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nemo_flm.config import ConfigError
-from tests.helpers import compose_job
+from nemo_flm.compose import compose_job
+from nemo_flm.errors import ConfigError
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "launch.py")
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.training.optim import build_optimizer, build_scheduler
 from tests.helpers import logits_of, tiny_cfg
 

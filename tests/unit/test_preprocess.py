@@ -7,8 +7,9 @@ import pytest
 from megatron.core.datasets.indexed_dataset import IndexedDataset
 
 from nemo_flm.data.corpus import strip_pos_tags
-from nemo_flm.data.preprocess import DataError, preprocess_files
+from nemo_flm.data.preprocess import preprocess_files
 from nemo_flm.data.tokenizer import FLMTokenizer
+from nemo_flm.errors import DataError
 
 DOCS = ["First document, English.", "第二个文档，中文。", "third 😀 doc\nwith two lines"]
 

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
+from nemo_flm.compose import compose_job
 from nemo_flm.config import load_model_config
 from nemo_flm.model.builder import build_model
-from tests.helpers import compose_job
 
 # (config, global batch, TP, PP, start LR, (layers, hidden, heads)): docs/flm_facts.md §1. The 101B shape
 # is published; the 16B and 51B shapes are the reconstruction the configs label as such.
@@ -79,7 +79,7 @@ def test_growth_plans_validate(name):
 def test_a_stage_without_a_last_checkpoint_is_refused_at_load():
     """The next stage grows from the "last" checkpoint (FLM's 16B stage: at step 52,001, which NeMo
     saves on train end although no interval divides it): save_last false is refused up front."""
-    from nemo_flm.config import ConfigError
+    from nemo_flm.errors import ConfigError
     from nemo_flm.growth.staged import validate_stages
 
     off = "exp_manager.checkpoint_callback_params.save_last=false"

@@ -5,19 +5,18 @@ name both sides of a mismatch."""
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from nemo_flm.config import ConfigError, load_model_config, register_schema
+from nemo_flm.compose import compose_job
+from nemo_flm.config import load_model_config
 from nemo_flm.data.blend import Dataset, check_blend_files, parse_blend
+from nemo_flm.errors import ConfigError
 
 CONF = str(Path(__file__).parents[3] / "conf")
 
 
 def _data(*overrides):
     """The data section of flm_tiny with command-line overrides, as Hydra composes it."""
-    register_schema()
-    with initialize_config_dir(config_dir=CONF, version_base=None):
-        return load_model_config(compose("flm_tiny", overrides=list(overrides)).model).data
+    return load_model_config(compose_job("flm_tiny", overrides).model).data
 
 
 @pytest.mark.parametrize(

@@ -6,9 +6,9 @@ import json
 import pytest
 import torch
 
-from nemo_flm.config import ConfigError
 from nemo_flm.data.datasets import build_train_dataset, data_blend
 from nemo_flm.data.preprocess import preprocess_files
+from nemo_flm.errors import ConfigError
 from tests.helpers import tiny_cfg
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 import pytest
 import torch
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.plan import _layer_sources, make_plan
 from tests.helpers import tiny_cfg
 

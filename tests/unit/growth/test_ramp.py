@@ -8,7 +8,8 @@ import logging
 import pytest
 import torch
 
-from nemo_flm.config import ConfigError, check_ramp_fits
+from nemo_flm.config import check_ramp_fits
+from nemo_flm.errors import ConfigError
 from nemo_flm.growth.grown_checkpoint import check_grown_checkpoint, copy_weights, write_grown_checkpoint
 from nemo_flm.growth.ramp import start_from_grown
 from nemo_flm.model.sharding import partition_dims

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.scaling.compute_law import ComputeLaw, fit_compute_law, read_law
 
 TRUE = {"E": 1.8, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28}  # synthetic, Chinchilla-like

@@ -2,9 +2,9 @@
 
 import pytest
 
+from nemo_flm.compose import compose_job
 from nemo_flm.config import load_shape_config
 from nemo_flm.scaling.flm_check import flm_saving
-from tests.helpers import compose_job
 
 # (stage, hidden, tokens): 80 layers, seq 2048, 100352 vocab rows; 16B/51B shapes reconstructed
 STAGES = [("flm_16b", 4096, 245.37e9), ("flm_51b", 7168, 39.64e9), ("flm_101b", 10240, 26.54e9)]

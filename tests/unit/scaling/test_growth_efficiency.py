@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.scaling.compute_law import ComputeLaw
 from nemo_flm.scaling.growth_efficiency import crossing_fraction, eta_from_bench, eta_from_fraction
 from nemo_flm.scaling.growth_run import Stage

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from nemo_flm.config import ConfigError
+from nemo_flm.errors import ConfigError
 from nemo_flm.scaling.compute_law import ComputeLaw
 from nemo_flm.scaling.growth_run import check_eta, stage_losses
 
