@@ -16,7 +16,7 @@ activations. Under 1F1B the first stage holds min(PP, micro-batches) micro-batch
 layers. The last stage also holds the fp32 softmax that megatron's vocab-parallel cross-entropy
 computes in place of the logits and keeps for backward (where it becomes their gradient),
 4*s*b*V/t bytes. Training
-keeps no KV cache. FLOPs per token are training/flops.py's (4/3 x the layers' with recompute).
+keeps no KV cache. FLOPs per token are flops.py's (4/3 x the layers' with recompute).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Dict
 
 from nemo_flm.config import ffn_size, head_dim, padded_vocab_size
-from nemo_flm.training.flops import train_flops_per_token
+from nemo_flm.flops import train_flops_per_token
 
 GB = 1024**3
 WEIGHT_BYTES = {"bf16": 2, "fp32": 4, "fp64": 8}

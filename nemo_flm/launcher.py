@@ -9,6 +9,12 @@ ends), and between two stages a CPU job that grows the finished stage's checkpoi
 one's shape (scripts/grow_checkpoint.py --stage), so no GPU waits on growth: the stage jobs run
 with growth.grow_in_job=false and refuse to start without their grown checkpoint. A last CPU job
 packs the final stage's .nemo (scripts/export_nemo.py), which the stage itself does not write.
+
+A job that reaches its time limit is requeued, not lost: SLURM signals the batch shell
+run.requeue_signal_s before the limit (--signal=B:USR1), the shell requeues the job (same job id,
+so the afterok chain holds) up to run.max_requeues times, and the next run resumes from the last
+checkpoint (exp_manager's resume; a grow or .nemo job finds its output done or starts over).
+A cluster without GPUs (cluster.gpus_per_node: null) gets cluster.cpus_per_task instead.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from nemo_flm.errors import ConfigError
 from nemo_flm.estimate import estimate
 from nemo_flm.growth.staged import stage_job
 
-RENDEZVOUS_PORT = 29500
+RENDEZVOUS_PORT = 29500  # torchrun's c10d rendezvous on the first node (cluster.rendezvous_port)
 
 
 @dataclass
@@ -38,8 +44,8 @@ class Job:
 
 def _nodes_and_gpus(cfg: Any) -> tuple:
     nodes, devices = int(cfg.trainer.get("num_nodes", 1)), int(cfg.trainer.get("devices", 1))
-    per_node = int(cfg.cluster.get("gpus_per_node", devices))
-    if per_node != devices:
+    per_node = cfg.cluster.get("gpus_per_node", devices)
+    if per_node is not None and int(per_node) != devices:
         raise ConfigError(
             f"cluster.gpus_per_node {per_node} != trainer.devices {devices}: one process per GPU needs them equal"
         )
@@ -55,7 +61,7 @@ def train_command(cfg: Any, config_name: str, overrides: List[str], nodes: int, 
         f"--nnodes={nodes}",
         f"--nproc_per_node={devices}",
         "--rdzv_backend=c10d",
-        f"--rdzv_endpoint=$MASTER_ADDR:{RENDEZVOUS_PORT}",
+        f"--rdzv_endpoint=$MASTER_ADDR:{cfg.cluster.get('rendezvous_port', RENDEZVOUS_PORT)}",
         "--rdzv_id=$SLURM_JOB_ID",
     ]
     return " ".join(launch + [shlex.quote(a) for a in args])
@@ -73,9 +79,14 @@ def _cpu_job(cfg: Any, name: str, command: str) -> Job:
     return Job(name, sbatch_script(cfg, name, command, _cpu_resources(cfg), singleton=False), command, True, 0.0, "CPU")
 
 
-def _gpu_resources(cfg: Any, nodes: int, devices: int) -> List[str]:
+def _stage_resources(cfg: Any, nodes: int, devices: int) -> List[str]:
+    """A stage's nodes: its GPUs, or on a cluster without GPUs cluster.cpus_per_task cores."""
     cluster = cfg.cluster
-    lines = [f"--nodes={nodes}", f"--gpus-per-node={devices}", f"--time={cfg.run.time_limit}"]
+    lines = [f"--nodes={nodes}", f"--time={cfg.run.time_limit}"]
+    if cluster.get("gpus_per_node", devices) is None:
+        lines.append(f"--cpus-per-task={cluster.cpus_per_task}")
+    else:
+        lines.append(f"--gpus-per-node={devices}")
     lines += [f"--{key}={cluster[key]}" for key in ("partition", "mem") if cluster.get(key) is not None]
     return lines + (["--exclusive"] if cluster.get("exclusive") else [])
 
@@ -98,6 +109,7 @@ def sbatch_script(cfg: Any, name: str, command: str, resources: List[str], singl
     lines += [f"#SBATCH --output={results}/log-{name.replace(':', '_')}_%j.out"]
     lines += [f"#SBATCH --account={cluster.account}"] if cluster.get("account") is not None else []
     lines += ["#SBATCH --dependency=singleton"] if singleton else []
+    lines += _requeue_directives(run)
     lines += ["set -euo pipefail"]
     lines += [f"export {key}={shlex.quote(str(value))}" for key, value in (cluster.get("env_vars") or {}).items()]
     lines += ['export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)']
@@ -110,8 +122,39 @@ def sbatch_script(cfg: Any, name: str, command: str, resources: List[str], singl
         srun.append(f"--container-image={cluster.container_image}")
         if cluster.get("container_mounts"):
             srun.append("--container-mounts=" + ",".join(cluster.container_mounts))
-    lines.append(" ".join(srun) + " bash -c " + shlex.quote(f"{setup} && {command}"))
+    step = " ".join(srun) + " bash -c " + shlex.quote(f"{setup} && {command}")
+    lines += _run_requeueing(step, run) if run.get("max_requeues", 0) > 0 else [step]
     return "\n".join(lines) + "\n"
+
+
+def _requeue_directives(run: Any) -> List[str]:
+    """Append to the log across requeues; without requeues, nothing."""
+    if run.get("max_requeues", 0) <= 0:
+        return []
+    signal = f"--signal=B:USR1@{int(run.get('requeue_signal_s', 300))}"
+    return [f"#SBATCH {signal}", "#SBATCH --requeue", "#SBATCH --open-mode=append"]
+
+
+def _run_requeueing(step: str, run: Any) -> List[str]:
+    """The job step in the background, so the batch shell can take SLURM's USR1 (time limit near)
+    and requeue the job while the step runs; the job's exit status is the step's."""
+    limit = int(run.max_requeues)
+    return [
+        "requeue() {",
+        f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {limit} ]; then',
+        '    echo "time limit near: requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0})"',
+        '    scontrol requeue "$SLURM_JOB_ID"',
+        "  else",
+        f'    echo "time limit near: job $SLURM_JOB_ID already requeued {limit} times (run.max_requeues)"',
+        "  fi",
+        "}",
+        "trap requeue USR1",
+        f"{step} &",
+        "STEP=$!",
+        'while kill -0 "$STEP" 2>/dev/null; do wait "$STEP" || true; done  # USR1 wakes the wait',
+        'STATUS=0; wait "$STEP" || STATUS=$?  # bash keeps an ended child\'s status',
+        'exit "$STATUS"',
+    ]
 
 
 def _memory(model_cfg: Any, gpus: int) -> tuple:
@@ -127,7 +170,7 @@ def render(cfg: Any, config_name: str, overrides: Optional[List[str]] = None) ->
     overrides = list(overrides or [])
     nodes, devices = _nodes_and_gpus(cfg)
     prefix = cfg.cluster.get("job_name_prefix", "")
-    gpus = _gpu_resources(cfg, nodes, devices)
+    gpus = _stage_resources(cfg, nodes, devices)
     if not cfg.stages:
         command = train_command(cfg, config_name, overrides, nodes, devices)
         singleton = cfg.run.get("dependency") == "singleton"

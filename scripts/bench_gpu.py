@@ -5,7 +5,7 @@
 Builds FLM's 16B block (hidden 4096, 32 heads of 128, FFN 16384, sequence 2048, bf16, the 100,352-row
 vocabulary) with as many layers as --layers, on one GPU through the production path (training/
 megatron_engine.py: megatron DDP, the distributed optimizer at DP = 1, the PP = 1 schedule), local
-spec with SDPA (flash) attention, and prints tokens/s and MFU (training FLOPs of training/flops.py
+spec with SDPA (flash) attention, and prints tokens/s and MFU (training FLOPs of flops.py
 over the GPU's dense bf16 peak) without and with full activation recompute, and with
 parallel.overlap_param_gather (at DP = 1 there is nothing to gather: it checks that megatron's
 pre-hook path runs on CUDA and what it costs; the gain needs DP > 1). Then 30 steps on one
@@ -28,8 +28,8 @@ quiet_startup()
 
 from nemo_flm import parallel  # noqa: E402
 from nemo_flm.config import load_model_config  # noqa: E402
+from nemo_flm.flops import train_flops_per_token  # noqa: E402
 from nemo_flm.model.builder import build_chunks  # noqa: E402
-from nemo_flm.training.flops import train_flops_per_token  # noqa: E402
 from nemo_flm.training.megatron_engine import MegatronEngine  # noqa: E402
 from nemo_flm.training.throughput import peak_flops  # noqa: E402
 

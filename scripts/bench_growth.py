@@ -20,10 +20,10 @@ import numpy as np
 
 from nemo_flm.compose import compose_job
 from nemo_flm.config import load_model_config, load_shape_config
+from nemo_flm.flops import train_flops_per_token
 from nemo_flm.growth.report import curve
 from nemo_flm.growth.staged import run_stages, stage_dir, stage_job
 from nemo_flm.scaling.growth_run import stage_of
-from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.run import train
 
 WINDOW = 10

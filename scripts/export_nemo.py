@@ -6,7 +6,8 @@
 At FLM's scale a stage does not pack its ~205 GB .nemo at its end (exp_manager.save_nemo_on_train_end
 is off in conf/flm_base.yaml: rank 0 would tar while the other ranks wait); this does it as a job of
 its own, from any layout's checkpoint, holding one tensor at a time. With --stage it writes the
-stage's `<stage>/checkpoints/<stage>.nemo`, where training would have put it.
+stage's `<stage>/checkpoints/<stage>.nemo`, where training would have put it, unless it is there
+already (a stage that packed its own, or the launcher's .nemo job run again).
 """
 
 import argparse
@@ -35,6 +36,9 @@ def main() -> None:
     try:
         if args.stage is not None:
             job = stage_job(compose_job(args.config_name, args.overrides), args.stage)
+            if args.output is None and os.path.exists(stage_nemo(job)):  # the stage packed it, or a re-run
+                print(f"{stage_nemo(job)} exists: stage {args.stage} is packed")
+                return
             args.checkpoint, args.output = final_checkpoint(job), args.output or stage_nemo(job)
         if not args.checkpoint or not args.output:
             raise ConfigError("give --checkpoint and --output, or --config-name and --stage")

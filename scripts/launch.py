@@ -3,11 +3,14 @@
     python scripts/launch.py launcher/flm_101b                     # dry run: scripts, memory, chain
     python scripts/launch.py launcher/flm_101b_growth --mode sbatch cluster.partition=batch cluster.account=me
     python scripts/launch.py launcher/flm_16b --mode local trainer.num_nodes=1
+    python scripts/launch.py launcher/flm_101b_growth --mode status
 
 --mode dry-run (default) prints each job's sbatch script, its per-GPU memory estimate and the
 dependency chain (a growth plan: stage, grow, stage, grow, stage, .nemo), and writes and starts nothing.
 --mode sbatch writes <results_dir>/<job>_submission.sh and submits the jobs in order, each after
-the previous one succeeded.
+the previous one succeeded; their ids go to <results_dir>/jobs.json.
+--mode status shows the submitted jobs' states (sacct, or scontrol where the cluster keeps no
+accounting): state, run time, exit code, restarts (requeues at the time limit).
 --mode local runs the training command on this node with torchrun (trainer.devices processes).
 Overrides are Hydra overrides of the launcher config (cluster.*, run.*, trainer.*, model.*).
 """
@@ -16,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 
@@ -25,10 +27,10 @@ from nemo_flm.console import quiet_startup
 quiet_startup()
 
 
-from nemo_flm.atomic import atomic_output  # noqa: E402
 from nemo_flm.compose import CONF_DIR, compose_job  # noqa: E402
 from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.launcher import render  # noqa: E402
+from nemo_flm.slurm import status_lines, submit  # noqa: E402
 
 
 def dry_run(jobs) -> None:
@@ -47,25 +49,10 @@ def dry_run(jobs) -> None:
     print("dry run: nothing written, nothing started")
 
 
-def submit(jobs, results_dir: str) -> None:
-    if shutil.which("sbatch") is None:
-        sys.exit("error: sbatch not found: run this on a SLURM login node, or use --mode dry-run / local")
-    os.makedirs(results_dir, exist_ok=True)
-    previous = None
-    for job in jobs:
-        path = os.path.join(results_dir, f"{job.name.replace(':', '_')}_submission.sh")
-        with atomic_output(path) as tmp, open(tmp, "w") as handle:
-            handle.write(job.script)
-        dep = [f"--dependency=afterok:{previous}"] if job.after_previous and previous else []
-        previous = subprocess.run(["sbatch", "--parsable", *dep, path], check=True, capture_output=True, text=True)
-        previous = previous.stdout.strip().split(";")[0]
-        print(f"submitted {job.name}: job {previous} ({path})")
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config_name", help="a launcher config, e.g. launcher/flm_101b")
-    p.add_argument("--mode", choices=["dry-run", "sbatch", "local"], default="dry-run")
+    p.add_argument("--mode", choices=["dry-run", "sbatch", "status", "local"], default="dry-run")
     p.add_argument("--config-dir", default=CONF_DIR)
     p.add_argument("overrides", nargs="*")
     args = p.parse_intermixed_args()
@@ -76,8 +63,15 @@ def main() -> None:
         sys.exit(f"config error: {err}")
     if args.mode == "dry-run":
         dry_run(jobs)
-    elif args.mode == "sbatch":
-        submit(jobs, os.path.abspath(cfg.run.results_dir))
+    elif args.mode in ("sbatch", "status"):
+        try:
+            if args.mode == "sbatch":
+                submit(jobs, os.path.abspath(cfg.run.results_dir))
+            else:
+                print("\n".join(status_lines(os.path.abspath(cfg.run.results_dir))))
+        except (FileNotFoundError, subprocess.CalledProcessError) as err:
+            detail = getattr(err, "stderr", None) or ""
+            sys.exit(f"error: {err}{': ' + detail.strip().splitlines()[-1] if detail.strip() else ''}")
     else:
         devices = int(cfg.trainer.get("devices", 1))
         command = [

@@ -47,7 +47,7 @@ def parse() -> argparse.Namespace:
     p.add_argument("--save-law", help="write the fitted law here (JSON, for --law)")
     p.add_argument("--eta", type=float, help="growth efficiency in [0, 1] (nemo_flm/scaling/growth_run.py)")
     p.add_argument("--eta-from-bench", help="derive eta from scripts/bench_growth.py's bench_growth.json")
-    p.add_argument("--budget-flops", type=float, help="training FLOPs, as training/flops.py counts them")
+    p.add_argument("--budget-flops", type=float, help="training FLOPs, as flops.py counts them")
     p.add_argument("--gpu-hours", type=float, help="the budget in GPU-hours (with --mfu and --peak-tflops)")
     p.add_argument("--mfu", type=float, help="model FLOPs utilisation, e.g. FLM's 0.52")
     p.add_argument("--peak-tflops", type=float, help="the GPU's peak TFLOP/s, e.g. 312 (A100/A800 bf16)")

@@ -14,13 +14,17 @@ warnings.filterwarnings("ignore", message=".*Transformer Engine and Apex are not
 
 
 def pytest_collection_modifyitems(config, items):
-    """`gpu`-marked tests need CUDA: skipped, with the reason, on machines without it."""
+    """`gpu`-marked tests need CUDA: skipped, with the reason, on machines without it. Every test
+    under tests/integration/ (processes, training runs, servers, a SLURM cluster) is `slow`, as are
+    the unit tests marked so: `pytest -m "not slow"` is the fast subset."""
     skip = pytest.mark.skipif(
         not torch.cuda.is_available(), reason="needs a CUDA GPU (run scripts/gpu_check.sh on a GPU machine)"
     )
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import hashlib
 import os
 from typing import Any, Dict, List, Optional
 
+import torch
 from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
 from megatron.core.datasets.blended_megatron_dataset_config import (
     convert_split_vector_to_split_matrix,
@@ -18,7 +19,7 @@ from megatron.core.datasets.blended_megatron_dataset_config import (
 )
 from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
 
-from nemo_flm.data.blend import Dataset, parse_blend
+from nemo_flm.config.blend import Dataset, parse_blend
 from nemo_flm.data.corpus import SOURCES, build_default_corpus, corpus_dir
 from nemo_flm.data.tokenizer import FLMTokenizer
 from nemo_flm.errors import ConfigError
@@ -125,3 +126,11 @@ def build_valid_datasets(
         )
         out[d.name] = builder.build()[1]
     return out
+
+
+BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
+
+
+def collate(samples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
+    """Dataset samples -> one batch of BATCH_KEYS (the loaders' collate_fn; width sweeps batch the same way)."""
+    return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in BATCH_KEYS}

@@ -1,7 +1,7 @@
 """Growth report: loss against tokens and FLOPs across the stages, growth points marked.
 
 Reads each stage's TensorBoard scalars (train_loss per logged step) and converts steps into
-cumulative tokens and training FLOPs (training/flops.py, lm_head included) with each stage's own
+cumulative tokens and training FLOPs (flops.py, lm_head included) with each stage's own
 shape and batch. Writes `growth_report.json` and `growth_report.png` beside the stage directories.
 Each growth gets two before/after pairs. Train loss: the last logged loss of the stage that ends
 and the first of the grown stage (its first step runs with masks at c = 0, so the same function,
@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from nemo_flm.atomic import atomic_output
 from nemo_flm.config import load_shape_config
-from nemo_flm.training.curves import Panel, read_scalars, save_panels
-from nemo_flm.training.flops import train_flops_per_token
+from nemo_flm.curves import Panel, read_scalars, save_panels
+from nemo_flm.flops import train_flops_per_token
 
 
 def curve(stage_dirs: List[str], model_cfgs: List[Any]) -> Dict[str, Any]:

@@ -18,9 +18,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from nemo_flm import parallel
+from nemo_flm.config.shapes import xpos_reach
 from nemo_flm.data.tokenizer import FLMTokenizer
 from nemo_flm.model.kv_cache import FLMInferenceContext
-from nemo_flm.model.xpos import xpos_reach
 
 from .sampling import SamplingParams, next_tokens, penalise_repeats
 
@@ -63,7 +63,8 @@ def chunks(network: torch.nn.Module, length: int, rows: int = 0) -> List[slice]:
     """Slices of 0..length no longer than the xPos reach (one forward keeps every factor in float
     range; the cache re-centres between forwards) and, where a forward returns the logits of all
     positions of `rows` rows, than PREFILL_CHUNK positions over all rows."""
-    size = xpos_reach(network.decoder.layers[0].self_attention.positions)
+    positions = network.decoder.layers[0].self_attention.positions
+    size = xpos_reach(positions.gamma, positions.scale_base)
     if rows:
         size = min(size, max(1, PREFILL_CHUNK // rows))
     return [slice(start, min(start + size, length)) for start in range(0, length, size)]

@@ -1,5 +1,9 @@
 """The one SelfAttention override: positions (xPos or RoPE) applied to q and k before the KV cache.
 
+It replaces megatron's private `_adjust_key_value_for_inference` (no public hook places q and k
+before the cache write in megatron-core 0.16 to 0.19); model/megatron_private.py records the
+megatron sources it was reviewed against, and a test fails when they change.
+
 megatron-core 0.16 has no xPos, and its static KV cache stores un-rotated keys and re-rotates the
 whole cache at every decoding step (docs/flm_facts.md §7). So the GPTModel is built with
 position_embedding_type='none' and this subclass places q and k itself, at the single point where
@@ -15,16 +19,17 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import torch
 from megatron.core.transformer.attention import SelfAttention
 from megatron.core.transformer.enums import AttnMaskType
 
 from nemo_flm.model.kv_cache import FLMInferenceContext
+from nemo_flm.model.kv_memory import KVMemoryOnModelDevice
 from nemo_flm.model.xpos import PositionConfig, apply_positions_from, centre_for
 
 
-class FLMSelfAttention(SelfAttention):
-    """SelfAttention that applies xPos (or RoPE) to q and k; selected through the layer spec."""
+class FLMSelfAttention(KVMemoryOnModelDevice, SelfAttention):
+    """SelfAttention that applies xPos (or RoPE) to q and k; selected through the layer spec.
+    Its KV cache lives on the model's device (model/kv_memory.py)."""
 
     def __init__(self, *args, positions: PositionConfig, **kwargs):
         super().__init__(*args, **kwargs)
@@ -49,14 +54,3 @@ class FLMSelfAttention(SelfAttention):
         if count > 1:  # megatron drops the mask once the cache holds keys; a chunk of queries still needs it
             mask_type = AttnMaskType.causal  # bottom-right aligned over the cached keys (core_attention.py)
         return query, key, value, rotary, mask_type, table
-
-    def _allocate_memory(self, inference_max_sequence_length, batch_size, dim, dtype):
-        """KV-cache buffer on the model's device (megatron's asks torch.cuda, which CPUs lack)."""
-        return torch.empty(
-            inference_max_sequence_length,
-            batch_size,
-            self.num_query_groups_per_partition,
-            dim,
-            dtype=dtype,
-            device=self.linear_proj.weight.device,
-        )

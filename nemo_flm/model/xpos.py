@@ -20,14 +20,12 @@ precision, the transform runs in fp32, and the result is cast back to the input 
 from __future__ import annotations
 
 import functools
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-MAX_LOG_FACTOR = 30.0  # |ln| of the largest xPos factor at a position (e^30 ~ 1e13): a forward spanning
-# 2 x reach meets e^60 in its masked future scores, leaving fp32/bf16 (e^88.7) room for q.k itself
+from nemo_flm.config.shapes import xpos_reach
 
 
 @dataclass(frozen=True)
@@ -108,19 +106,12 @@ def apply_positions_from(query: Tensor, key: Tensor, first: int, pos: PositionCo
     return _place(query, q_cos, q_sin), _place(key, k_cos, k_sin)
 
 
-def xpos_reach(pos: PositionConfig) -> int:
-    """How far (in positions) from the centre every xPos factor stays within e^(+-MAX_LOG_FACTOR):
-    the smallest zeta, gamma/(1+gamma), grows fastest (12,260 positions for FLM's gamma 0.4, base 512)."""
-    smallest_zeta = pos.gamma / (1.0 + pos.gamma)
-    return int(MAX_LOG_FACTOR * pos.scale_base / -math.log(smallest_zeta))
-
-
 def centre_for(pos: PositionConfig, first: int, last: int, current: float | None = None) -> float:
     """The centre for positions first..last: the current one (else the model's) while it reaches them;
     otherwise first + reach, the centre that reaches them and leaves the most room after `last`."""
     if pos.kind != "xpos":
         return pos.center
-    reach = xpos_reach(pos)
+    reach = xpos_reach(pos.gamma, pos.scale_base)
     if last - first > 2 * reach:
         raise ValueError(
             f"positions {first}..{last} span more than 2 x {reach}, beyond which xPos factors leave float range: "

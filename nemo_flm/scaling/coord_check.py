@@ -23,8 +23,8 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import torch
 
+from nemo_flm.curves import save_figure
 from nemo_flm.scaling.width_sweep import LABELS, PARAMETRIZATIONS, WidthSweep, build, train
-from nemo_flm.training.curves import save_figure
 from nemo_flm.training.forward_step import Batch
 from nemo_flm.training.nonfinite import NonFiniteError
 

@@ -4,7 +4,7 @@ FLM-101B (arXiv 2309.03852, docs/flm_facts.md §1) trained 16B for 245.37B token
 and 101B for 26.54B (the token budgets in conf/stage/*.yaml): 21.54 days on 192 A800 GPUs, against
 an estimated 76.74 days for 101B trained from scratch, a 72% time saving. At equal MFU time is
 proportional to FLOPs, so the saving is 1 - sum_i FLOPs_i / FLOPs(101B on all 311.55B tokens),
-with each stage's FLOPs from its config (training/flops.py, as the planner counts them). The 16B
+with each stage's FLOPs from its config (flops.py, as the planner counts them). The 16B
 and 51B shapes are reconstructions (not published), which is one reason the number can differ;
 the other is that the paper's stages ran at slightly different MFUs (51.90%, 51.30%, 52.88%) and
 its from-scratch estimate's MFU is not published.

@@ -1,6 +1,6 @@
 """The loss model of a growth run: stages of growing size, each trained for some tokens.
 
-Stage i trains a model of N_i non-embedding parameters for D_i tokens, at training/flops.py's
+Stage i trains a model of N_i non-embedding parameters for D_i tokens, at flops.py's
 FLOPs per token (what the trainer and the growth report count). Its predicted loss is
 L(N_i, X_i + D_i), where X_i are the tokens stage i's model "has already seen" thanks to growth:
 
@@ -35,14 +35,14 @@ import numpy as np
 
 from nemo_flm.errors import ConfigError
 from nemo_flm.estimate import non_embedding_params
+from nemo_flm.flops import train_flops_per_token
 from nemo_flm.scaling.compute_law import ComputeLaw
-from nemo_flm.training.flops import train_flops_per_token
 
 
 @dataclass(frozen=True)
 class Stage:
     params: int  # non-embedding parameters N
-    flops_per_token: float  # training FLOPs per token, lm_head included (training/flops.py)
+    flops_per_token: float  # training FLOPs per token, lm_head included (flops.py)
     tokens: float = 0.0
 
     @property

@@ -18,10 +18,10 @@ from typing import Any, Dict, List
 import numpy as np
 
 from nemo_flm.atomic import atomic_output
+from nemo_flm.curves import save_figure
 from nemo_flm.errors import ConfigError
 from nemo_flm.scaling.proxies import Proxy
 from nemo_flm.scaling.size_law import LAW, SizeLawFit, fit_size_law
-from nemo_flm.training.curves import save_figure
 
 
 def _relative(predicted: float, actual: float) -> float:

@@ -17,9 +17,9 @@ import time
 from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from nemo_flm.curves import Panel, save_panels
 from nemo_flm.scaling.sweep_data import SweepData
 from nemo_flm.scaling.width_sweep import LABELS, PARAMETRIZATIONS, WidthSweep, build, train
-from nemo_flm.training.curves import Panel, save_panels
 from nemo_flm.training.engine import eval_sums
 from nemo_flm.training.nonfinite import NonFiniteError
 

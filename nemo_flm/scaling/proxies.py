@@ -5,7 +5,7 @@
                   "non_embedding_params", "tokens", "train_flops", "val_loss", "log_dir"}, ...]}
 
 One record per trained (width, token budget): `tokens` are the tokens it trained on (whole
-steps), `train_flops` its training FLOPs (training/flops.py, lm_head included), `val_loss` its
+steps), `train_flops` its training FLOPs (flops.py, lm_head included), `val_loss` its
 validation loss at its last step. Reading checks every field, so a hand-edited or truncated file
 fails in one line instead of deep inside a fit.
 """

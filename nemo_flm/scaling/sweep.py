@@ -27,12 +27,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nemo_flm.compose import compose_job
 from nemo_flm.config import load_model_config, schema_merge, steps_for_tokens
+from nemo_flm.curves import read_scalars
 from nemo_flm.errors import ConfigError
 from nemo_flm.estimate import non_embedding_params
+from nemo_flm.flops import train_flops_per_token
 from nemo_flm.scaling.proxies import Proxy
 from nemo_flm.scaling.size_law import MIN_POINTS
-from nemo_flm.training.curves import read_scalars
-from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.summary import duration
 
 

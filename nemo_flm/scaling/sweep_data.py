@@ -15,9 +15,8 @@ from typing import Any, List, Optional
 import torch
 
 from nemo_flm import parallel
-from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_blend
+from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, collate, data_blend
 from nemo_flm.data.tokenizer import TOKENIZER_IDS
-from nemo_flm.training.flm_model import collate
 from nemo_flm.training.forward_step import Batch
 
 

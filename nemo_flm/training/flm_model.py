@@ -26,30 +26,23 @@ from nemo_flm import parallel
 from nemo_flm.checkpoint.lightning_io import FLMCheckpointIO
 from nemo_flm.checkpoint.nemo_file import FLMSaveRestoreConnector
 from nemo_flm.config import load_model_config
-from nemo_flm.data.blend import Dataset
-from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, data_blend
+from nemo_flm.config.blend import Dataset
+from nemo_flm.data.datasets import build_train_dataset, build_valid_datasets, collate, data_blend
 from nemo_flm.data.sampler import EvalBatchSampler, PretrainingBatchSampler
 from nemo_flm.errors import ConfigError
+from nemo_flm.flops import train_flops_per_token
 from nemo_flm.growth.grown_checkpoint import copy_weights, load_grown_state
 from nemo_flm.growth.ramp import MaskRamp, start_from_grown
 from nemo_flm.model.builder import as_network, build_chunks, model_chunks
 from nemo_flm.training.checkpointing import attach, restore
 from nemo_flm.training.engine import build_engine, eval_sums
-from nemo_flm.training.flops import train_flops_per_token
 from nemo_flm.training.nonfinite import NonFiniteError
 from nemo_flm.training.optim import build_scheduler, schedule_lr
 from nemo_flm.training.throughput import throughput_monitor
 
-BATCH_KEYS = ("tokens", "labels", "loss_mask", "position_ids")
-
 # NeMo's restore_from only instantiates targets on its allow-list: add ours, never disable the check.
 if "nemo_flm." not in ALLOWED_TARGET_PREFIXES:
     ALLOWED_TARGET_PREFIXES.append("nemo_flm.")
-
-
-def collate(samples: List[Dict[str, Any]]) -> Dict[str, torch.Tensor]:
-    """Dataset samples -> one batch of BATCH_KEYS (the loaders' collate_fn; width sweeps batch the same way)."""
-    return {k: torch.stack([torch.as_tensor(s[k]) for s in samples]) for k in BATCH_KEYS}
 
 
 class FLMModel(ModelPT):

@@ -98,4 +98,7 @@ def choose_checkpoint(path: Optional[str]) -> Optional[str]:
 def decide_resume(path: Optional[str]) -> Optional[str]:
     """Rank 0's choice, on every rank (a rank's passing filesystem error must not make it resume
     from another checkpoint than the rest)."""
-    return parallel.broadcast_object(choose_checkpoint(path) if parallel.is_rank_zero() else None)
+    chosen = choose_checkpoint(path) if parallel.is_rank_zero() else None
+    if chosen:
+        print(f"resuming from {chosen}", flush=True)
+    return parallel.broadcast_object(chosen)

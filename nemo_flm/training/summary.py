@@ -19,7 +19,7 @@ import torch
 
 from nemo_flm import compat, parallel
 from nemo_flm.config import ffn_size, head_dim
-from nemo_flm.training.curves import Panel, read_scalars, save_panels
+from nemo_flm.curves import Panel, read_scalars, save_panels
 from nemo_flm.training.engine import resolve_engine
 
 CURVES = "loss_curves.png"

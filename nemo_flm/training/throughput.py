@@ -1,6 +1,6 @@
 """Throughput, TFLOP/s and MFU through Lightning's ThroughputMonitor.
 
-The module reports its FLOPs per batch (training/flops.py, per device); Lightning times the steps
+The module reports its FLOPs per batch (flops.py, per device); Lightning times the steps
 (excluding validation), averages over a window and logs `train/device/items_per_sec` (tokens),
 `train/device/flops_per_sec` and, where the GPU's peak is known, `train/device/mfu`. Lightning's
 peak table lacks the GPUs FLM trained on (A800) and recent ones (H200, H800): they are added here,

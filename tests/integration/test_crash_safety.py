@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nemo_flm.compose import compose_job
-from nemo_flm.training.curves import read_scalars
+from nemo_flm.curves import read_scalars
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "train.py")
 SMALL = [

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from nemo_flm.training.curves import read_scalars
+from nemo_flm.curves import read_scalars
 from tests.helpers import free_port
 
 SCRIPT = str(Path(__file__).parents[2] / "scripts" / "train.py")

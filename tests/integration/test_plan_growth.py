@@ -16,7 +16,7 @@ import yaml
 
 from nemo_flm.compose import compose_job
 from nemo_flm.config import load_shape_config
-from nemo_flm.training.flops import train_flops_per_token
+from nemo_flm.flops import train_flops_per_token
 
 ROOT = Path(__file__).parents[2]
 SCRIPT = str(ROOT / "scripts" / "plan_growth.py")

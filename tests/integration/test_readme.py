@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ SKIP = {  # command prefix -> why it does not run here
     "bash scripts/gpu_check.sh": "needs a CUDA GPU",
     "torchrun": "needs several processes (tests/integration/test_parallel_training.py runs them)",
     "python scripts/launch.py launcher/flm_101b_growth --mode sbatch": "needs a SLURM cluster (sbatch)",
+    "python scripts/launch.py launcher/flm_tiny_growth --mode": "needs SLURM: tests/integration/test_slurm.py "
+    "starts one and runs these",
+    "bash scripts/test_py312.sh": "the second stack is CI's own last step (.ci/run)",
     "python scripts/launch.py launcher/flm_16b --mode local": "needs 8 GPUs (the stage configs train on them)",
     "python scripts/train.py --config-dir plans": "trains a plan's hundreds of steps per stage; "
     "tests/integration/test_plan_growth.py trains a planned YAML end to end",
@@ -45,6 +49,7 @@ SMALL_SCRIPTS = {  # scripts that train inside
     "python scripts/mup_lr_sweep.py": "--widths 32 64 --head-dim 16 --log2-lr -7 -6 --steps 2 --warmup 1 --held-out 1 "
     "--seeds 1 --seq 16 --batch 2 --vocab 256",
     "python scripts/bench_checkpoint.py": "--nproc 2 --hidden 64 --layers 1",
+    "python scripts/bench_preprocess.py": "--repeat 1",
 }
 
 
@@ -102,6 +107,7 @@ def test_readme_commands_run_as_written(tmp_path):
     write_user_corpus(tmp_path)
     # a HOME of its own: the built-in corpus and megatron's index cache are built here, as on a new machine
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1", "HOME": str(tmp_path / "home")}
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # `python`: the one running the tests
     ran = {}
     for command in commands:
         reason = next((why for prefix, why in SKIP.items() if command.startswith(prefix)), None)

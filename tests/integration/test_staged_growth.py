@@ -10,10 +10,10 @@ import pytest
 from safetensors.torch import load_file
 
 from nemo_flm.compose import compose_job
+from nemo_flm.curves import read_scalars
 from nemo_flm.growth.grown_checkpoint import read_grown_meta
 from nemo_flm.growth.ramp import MaskRamp
 from nemo_flm.growth.staged import run_stages
-from nemo_flm.training.curves import read_scalars
 from nemo_flm.training.run import train
 
 CONF = str(Path(__file__).parents[2] / "conf")

@@ -71,10 +71,10 @@ def test_loss_falls_on_default_corpus(trained):
 
 def test_throughput_monitor_logs_tokens_and_flops_of_the_model(trained):
     """Lightning's ThroughputMonitor times the steps; the FLOPs it logs per token are the model's
-    (training/flops.py), and its tokens per step are the global batch's (a wrong batch or length
+    (flops.py), and its tokens per step are the global batch's (a wrong batch or length
     function, or FLOPs not per device, changes the ratio)."""
-    from nemo_flm.training.curves import read_scalars
-    from nemo_flm.training.flops import train_flops_per_token
+    from nemo_flm.curves import read_scalars
+    from nemo_flm.flops import train_flops_per_token
 
     model, _, log_dir = trained
     tags = ["train/device/items_per_sec", "train/device/flops_per_sec", "train/lengths"]
@@ -91,7 +91,7 @@ def test_throughput_monitor_logs_tokens_and_flops_of_the_model(trained):
 
 def test_start_lines_and_summary_describe_the_run(trained):
     """What the run prints before and after, checked against the model, the data and the logs."""
-    from nemo_flm.training.curves import read_scalars
+    from nemo_flm.curves import read_scalars
     from nemo_flm.training.summary import start_lines, summarize
 
     model, _, log_dir = trained

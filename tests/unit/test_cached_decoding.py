@@ -101,6 +101,7 @@ def reference_scores(q, k, m, n):
     return terms.real.sum(-1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype, atol", [(torch.float32, 1e-4), (torch.bfloat16, 0.25)])
 def test_a_million_positions_stay_in_range(dtype, atol):
     """Keys written in chunks up to position 2^20 through the cache's own re-centring (head dim 32,

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from nemo_flm.compose import compose_job
 from tests.helpers import tiny_cfg
 
@@ -60,6 +62,7 @@ def test_recompute_and_sequence_parallel_shrink_activations():
     assert plain["activations_recompute_gb"] < plain["activations_gb"]
 
 
+@pytest.mark.slow
 def test_estimate_is_within_15_percent_of_a_measured_run():
     out = subprocess.run(
         [sys.executable, SCRIPT, "--config-name", "flm_tiny", "--measure", "2"],

@@ -14,7 +14,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from nemo_flm.training.flops import train_flops_per_token
+from nemo_flm.flops import train_flops_per_token
 
 BATCH = 2
 

@@ -53,6 +53,7 @@ def test_growth_plan_chains_gpu_stage_jobs_and_cpu_grow_jobs(tmp_path):
     assert [j.layout for j in jobs] == ["TP2 x PP1 x DP96", "CPU", "TP4 x PP2 x DP24", "CPU", "TP4 x PP4 x DP12", "CPU"]
 
 
+@pytest.mark.slow
 def test_dry_run_prints_and_writes_nothing(tmp_path):
     out = subprocess.run(
         [sys.executable, SCRIPT, "launcher/flm_101b_growth", "run.results_dir=" + str(tmp_path / "results")],

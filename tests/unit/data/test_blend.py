@@ -8,7 +8,8 @@ import pytest
 
 from nemo_flm.compose import compose_job
 from nemo_flm.config import load_model_config
-from nemo_flm.data.blend import Dataset, check_blend_files, parse_blend
+from nemo_flm.config.blend import Dataset, parse_blend
+from nemo_flm.data.blend import check_blend_files
 from nemo_flm.errors import ConfigError
 
 CONF = str(Path(__file__).parents[3] / "conf")

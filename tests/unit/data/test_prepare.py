@@ -5,6 +5,8 @@ import json
 import os
 import time
 
+import pytest
+
 from tests.helpers import run_ranks, tiny_cfg
 from tests.unit.data.test_datasets import write_dataset
 
@@ -21,6 +23,7 @@ def _rank(rank, prefix, out):
     json.dump({"returned": time.time(), "group": dist.is_initialized()}, open(f"{out}.{rank}", "w"))
 
 
+@pytest.mark.slow
 def test_rank_zero_builds_the_indices_beside_the_data_and_the_others_wait_for_its_marker(tmp_path):
     prefix = tmp_path / "data" / "text"
     write_dataset(tmp_path / "src", prefix, [f"document {i}: " + "word " * 30 for i in range(40)])

@@ -1,4 +1,4 @@
-"""The planner stays within its FLOPs budget (counted by training/flops.py), proposes growable
+"""The planner stays within its FLOPs budget (counted by flops.py), proposes growable
 stage shapes, beats the final shape trained alone when growth is worth something and not when it
 is worth nothing, and refuses impossible requests in one line."""
 
@@ -8,11 +8,11 @@ from omegaconf import OmegaConf
 from nemo_flm.compose import compose_job
 from nemo_flm.config import head_dim, load_shape_config
 from nemo_flm.errors import ConfigError
+from nemo_flm.flops import train_flops_per_token
 from nemo_flm.growth.plan import make_plan
 from nemo_flm.scaling.compute_law import ComputeLaw
 from nemo_flm.scaling.plan_output import plan_body
 from nemo_flm.scaling.planner import Schedule, budget_flops, plan_growth
-from nemo_flm.training.flops import train_flops_per_token
 
 WIDTHS = [i / 10 for i in range(1, 10)]
 BIG_LAW = ComputeLaw(E=1.69, A=406.4, alpha=0.34, B=410.7, beta=0.28)  # synthetic (Chinchilla's values)
