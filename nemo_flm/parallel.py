@@ -143,11 +143,53 @@ def mp_group():
     return parallel_state.get_model_parallel_group()
 
 
-def all_reduce(tensor: torch.Tensor, group=None) -> torch.Tensor:
-    """Sum over a group (no-op for a group of one)."""
-    if dist.get_world_size(group) > 1:
-        dist.all_reduce(tensor, group=group)
+_OPS = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
+
+
+def _size(group=None) -> int:
+    return dist.get_world_size(group) if dist.is_initialized() else 1
+
+
+def all_reduce(tensor: torch.Tensor, group=None, op: str = "sum") -> torch.Tensor:
+    """`op` (sum | max | min) over a group, in place (no-op for a group of one or no group)."""
+    if _size(group) > 1:
+        dist.all_reduce(tensor, op=_OPS[op], group=group)
     return tensor
+
+
+def all_gather_cat(tensor: torch.Tensor, group, dim: int = -1) -> torch.Tensor:
+    """The group's tensors concatenated along `dim`, in group-rank order."""
+    if _size(group) == 1:
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(_size(group))]
+    dist.all_gather(parts, tensor.contiguous(), group=group)
+    return torch.cat(parts, dim=dim)
+
+
+def all_gather_object(value: Any, group=None) -> list:
+    """Every rank's `value` (picklable), in group-rank order."""
+    if _size(group) == 1:
+        return [value]
+    values: list = [None] * _size(group)
+    dist.all_gather_object(values, value, group=group)
+    return values
+
+
+def broadcast_from_first(tensor: torch.Tensor, group) -> torch.Tensor:
+    """The group's first rank's `tensor`, in place on every rank of the group."""
+    if _size(group) > 1:
+        dist.broadcast(tensor, dist.get_global_rank(group, 0), group=group)
+    return tensor
+
+
+def is_first_stage(vp_stage: Optional[int] = None) -> bool:
+    """Whether this rank (its virtual stage `vp_stage`) holds the embedding: megatron's pre_process."""
+    return parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage)
+
+
+def is_last_stage(vp_stage: Optional[int] = None) -> bool:
+    """Whether this rank (its virtual stage `vp_stage`) holds the output layer: post_process."""
+    return parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage)
 
 
 def reduce_grads(params) -> None:

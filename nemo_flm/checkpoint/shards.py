@@ -21,10 +21,11 @@ import os
 from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-import torch.distributed as dist
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
+
+from nemo_flm import parallel
 
 INDEX = "index.json"
 FORMAT = "nemo_flm.shards/1"
@@ -212,11 +213,9 @@ class LazyGroup(Mapping[str, Tensor]):
 def merge_tables(writer: ShardWriter, group) -> None:
     """Under pipeline parallelism each stage writes its own layers: give every writer of `group`
     (the pipeline group) all stages' tensor tables, so that one of them writes the whole index."""
-    if group is None or dist.get_world_size(group) == 1:
+    if group is None:
         return
-    tables: List[Any] = [None] * dist.get_world_size(group)
-    dist.all_gather_object(tables, writer.tensors, group=group)
-    for table in tables:
+    for table in parallel.all_gather_object(writer.tensors, group):
         for name, entries in table.items():
             writer.tensors.setdefault(name, {}).update(entries)
 

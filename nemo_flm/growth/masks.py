@@ -20,13 +20,13 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
-from megatron.core import parallel_state
 from megatron.core.tensor_parallel import ColumnParallelLinear, RowParallelLinear
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_layer import get_transformer_layer_offset
 from torch import Tensor
 
+from nemo_flm import parallel
 from nemo_flm.errors import ConfigError
 from nemo_flm.growth.plan import GrowthPlan
 from nemo_flm.model.builder import build_model, position_config, transformer_config
@@ -63,7 +63,7 @@ def _tp_slice(mask: Optional[Tensor], local: int) -> Optional[Tensor]:
     """This TP rank's contiguous part of a mask over a column-parallel output of `local` entries."""
     if mask is None:
         return None
-    start = parallel_state.get_tensor_model_parallel_rank() * local
+    start = parallel.tp_rank() * local
     return mask[start : start + local]
 
 

@@ -19,8 +19,7 @@ import torch
 from torch import Tensor
 
 from nemo_flm.growth.plan import GrowthPlan
-from nemo_flm.model import mup
-from nemo_flm.model.layout import AXES, Sizes, axis_shape, split_layer, tensor_shape
+from nemo_flm.model.layout import AXES, Sizes, axis_shape, is_hidden_matrix, split_layer, tensor_shape
 
 OUTPUT = "output_layer.weight"
 
@@ -60,7 +59,7 @@ def default_fill(std: float, seed: int = 0, width_mult: float = 1.0) -> Fill:
             return torch.ones(shape, dtype=dtype)
         if len(shape) == 1:
             return torch.zeros(shape, dtype=dtype)
-        scale = std * width_mult**-0.5 if mup.is_hidden_matrix(name) else std
+        scale = std * width_mult**-0.5 if is_hidden_matrix(name) else std
         generator = torch.Generator().manual_seed(_tensor_seed(seed, name))
         return torch.randn(shape, generator=generator, dtype=torch.float32).mul_(scale).to(dtype)
 

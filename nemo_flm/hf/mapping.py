@@ -15,7 +15,7 @@ from typing import Dict, Iterator, Tuple
 
 from torch import Tensor
 
-from nemo_flm.model.layout import AXES, QKV_PARTS, Sizes, in_layer, tensor_shape
+from nemo_flm.model.layout import AXES, HIDDEN_MATRICES, QKV_PARTS, Sizes, in_layer, tensor_shape
 
 HF_NAMES: Dict[str, str] = {
     "embedding.word_embeddings.weight": "transformer.wte.weight",
@@ -50,8 +50,8 @@ def name_pairs(num_layers: int, tied: bool) -> Iterator[Tuple[str, str, str]]:
 
 
 def _conv1d(key: str) -> bool:
-    """A linear weight inside the blocks (GPT-2 Conv1D, stored [in, out])."""
-    return len(AXES[key]) == 2 and "vocab" not in AXES[key]
+    """A linear weight inside the blocks (GPT-2 Conv1D, stored [in, out]): the hidden matrices."""
+    return key in HIDDEN_MATRICES
 
 
 def _check(name: str, tensor: Tensor, shape: Tuple[int, ...]) -> None:

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from nemo_flm import parallel
@@ -173,9 +172,7 @@ class Generator:
         if params.random_seed is not None:
             return params.random_seed
         seed = torch.tensor([torch.seed() % 2**62], device=self.device)
-        if parallel.tp_size() > 1:
-            dist.broadcast(seed, dist.get_global_rank(parallel.tp_group(), 0), group=parallel.tp_group())
-        return int(seed)
+        return int(parallel.broadcast_from_first(seed, parallel.tp_group()))
 
     def _choose(self, logits, seen, out: List[Completion], params: SamplingParams, generator) -> Tensor:
         """The next token of every row: repetition penalty, the end token held back until

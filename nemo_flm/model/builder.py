@@ -7,10 +7,10 @@ from typing import Any, Callable, List, Optional
 
 import torch
 import torch.nn.functional as F
-from megatron.core import parallel_state
 from megatron.core.transformer.transformer_block import TransformerBlockSubmodules, get_num_layers_to_build
 from megatron.core.transformer.transformer_config import TransformerConfig
 
+from nemo_flm import parallel
 from nemo_flm.compat import require_backends
 from nemo_flm.config import ffn_size, head_dim, padded_vocab_size
 from nemo_flm.model import mup
@@ -100,8 +100,8 @@ def build_model(
         transformer_layer_spec=block if block is not None else block_spec(cfg, vp_stage),
         vocab_size=padded_vocab_size(cfg),
         max_sequence_length=cfg.seq_length,
-        pre_process=parallel_state.is_pipeline_first_stage(ignore_virtual=False, vp_stage=vp_stage),
-        post_process=parallel_state.is_pipeline_last_stage(ignore_virtual=False, vp_stage=vp_stage),
+        pre_process=parallel.is_first_stage(vp_stage),
+        post_process=parallel.is_last_stage(vp_stage),
         vp_stage=vp_stage,
         share_embeddings_and_output_weights=cfg.tie_word_embeddings,
         position_embedding_type="none",

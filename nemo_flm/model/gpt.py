@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from typing import Optional
 
-import torch
-import torch.distributed as dist
-from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 from torch import Tensor
 
+from nemo_flm import parallel
 from nemo_flm.model.blockwise import blockwise_mask
 
 
@@ -85,9 +83,4 @@ class FLMGPTModel(GPTModel):
 
 def _gather_vocab(logits: Tensor) -> Tensor:
     """[b, s, vocab/TP] shards -> [b, s, vocab], in tensor-parallel rank order."""
-    group = parallel_state.get_tensor_model_parallel_group()
-    if dist.get_world_size(group) == 1:
-        return logits
-    parts = [torch.empty_like(logits) for _ in range(dist.get_world_size(group))]
-    dist.all_gather(parts, logits.contiguous(), group=group)
-    return torch.cat(parts, dim=-1)
+    return parallel.all_gather_cat(logits, parallel.tp_group(), dim=-1)

@@ -39,11 +39,22 @@ AXES: Dict[str, Tuple[str, ...]] = {
 
 QKV_PARTS = 3  # q, k, v rows of one head, in this order, inside megatron's fused linear_qkv
 LAYER = re.compile(r"^decoder\.layers\.(\d+)\.(.+)$")
+IN_A_LAYER = re.compile(r"(?:^|\.)decoder\.layers\.\d+\.(.+)$")  # behind any prefix (`module.`, `model.`)
+
+# the matrices between two width axes (no vocab axis): μP's hidden matrices, whose init and LR
+# scale with 1/width, and the layers GPT-2 stores as Conv1D ([in, out])
+HIDDEN_MATRICES = frozenset(key for key, axes in AXES.items() if len(axes) == 2 and "vocab" not in axes)
 
 
 def in_layer(key: str) -> bool:
     """Whether an AXES key names a tensor within each layer (else within the model)."""
     return not key.startswith(("embedding.", "output_layer.", "decoder."))
+
+
+def is_hidden_matrix(name: str) -> bool:
+    """Whether parameter `name` (megatron's name, under any prefix) is one of HIDDEN_MATRICES."""
+    match = IN_A_LAYER.search(name)
+    return match is not None and match.group(1) in HIDDEN_MATRICES
 
 
 def split_layer(name: str) -> Tuple[Optional[int], str]:

@@ -28,26 +28,17 @@ as our choice.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any, Optional
 
 from nemo_flm.config import head_dim
+from nemo_flm.model.layout import is_hidden_matrix
 
-# the hidden matrices by name within the model (megatron's names; DDP prefixes `module.`)
-HIDDEN_MATRIX = re.compile(
-    r"(^|\.)decoder\.layers\.\d+\.(self_attention\.linear_qkv|self_attention\.linear_proj|mlp\.linear_fc1|mlp\.linear_fc2)"
-    r"\.weight$"
-)
 LR_MODES = ("base", "hidden")
 
 
 def width_mult(cfg: Any) -> float:
     """m = hidden_size / mup_base_width under μP, else 1."""
     return cfg.hidden_size / cfg.mup_base_width if cfg.use_mup else 1.0
-
-
-def is_hidden_matrix(name: str) -> bool:
-    return HIDDEN_MATRIX.search(name) is not None
 
 
 def lr_mult(cfg: Any, name: str) -> float:

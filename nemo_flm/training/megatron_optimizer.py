@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 from nemo_flm import parallel
@@ -89,8 +88,7 @@ class MegatronOptimizerAdapter(torch.optim.Optimizer):
         steps = [float(self._tensors(p).get("step", 0)) for p in params if self._owned(p)]
         steps += [float(g["step"]) for part in self.parts for g in part.optimizer.param_groups if "step" in g]
         count = torch.tensor(max(steps, default=0.0), device=params[0].device)
-        dist.all_reduce(count, op=dist.ReduceOp.MAX, group=self.parts[0].data_parallel_group)
-        return float(count)
+        return float(parallel.all_reduce(count, self.parts[0].data_parallel_group, op="max"))
 
     def checkpoint_pieces(self, network: torch.nn.Module, save: bool, moments: bool) -> List[Piece]:
         """What this rank holds of the model: for each parameter, the flat range of its TP shard

@@ -11,7 +11,8 @@ from __future__ import annotations
 from typing import Iterable
 
 import torch
-import torch.distributed as dist
+
+from nemo_flm import parallel
 
 
 class NonFiniteError(RuntimeError):
@@ -22,9 +23,7 @@ def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
     """Whether every tensor on every rank is finite."""
     tensors = list(tensors)
     flag = torch.stack([torch.isfinite(t).all() for t in tensors]).all().float()
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
+    return bool(parallel.all_reduce(flag, op="min").item())
 
 
 def check(policy: str, what: str) -> None:

@@ -17,11 +17,10 @@ import math
 from typing import Any, Dict, Iterable, List
 
 import torch
-from megatron.core import parallel_state
 from nemo.core.optim.lr_scheduler import CosineAnnealing
 
 from nemo_flm import parallel
-from nemo_flm.model import mup
+from nemo_flm.model.layout import is_hidden_matrix
 
 ROLES = ("decay", "no_decay", "hidden")  # group order: the LR logged is group 0's
 
@@ -29,7 +28,7 @@ ROLES = ("decay", "no_decay", "hidden")  # group order: the LR logged is group 0
 def param_role(name: str, param: torch.Tensor) -> str:
     if param.ndim < 2:
         return "no_decay"
-    return "hidden" if mup.is_hidden_matrix(name) else "decay"
+    return "hidden" if is_hidden_matrix(name) else "decay"
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> List[Dict[str, Any]]:
@@ -147,7 +146,7 @@ def schedule_lr(optimizer: torch.optim.Optimizer) -> float:
 
 
 def _counts_on_this_rank(param: torch.Tensor) -> bool:
-    return getattr(param, "tensor_model_parallel", False) or parallel_state.get_tensor_model_parallel_rank() == 0
+    return getattr(param, "tensor_model_parallel", False) or parallel.tp_rank() == 0
 
 
 def grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
@@ -159,7 +158,7 @@ def grad_norm(params: Iterable[torch.Tensor]) -> torch.Tensor:
     grads = [p.grad.detach().float() for p in params if p.grad is not None and _counts_on_this_rank(p)]
     device = params[0].device if params else torch.device("cpu")
     squares = torch.stack([g.pow(2).sum() for g in grads]).sum() if grads else torch.zeros((), device=device)
-    parallel.all_reduce(squares, parallel_state.get_model_parallel_group())
+    parallel.all_reduce(squares, parallel.mp_group())
     return squares.sqrt()
 
 

@@ -8,9 +8,8 @@ TP x PP leaves)."""
 import pytest
 import torch
 
+from nemo_flm.checkpoint.weights import MOMENTS
 from tests.helpers import end_ranks, local_engine, read_checkpoint, run_ranks, tiny_cfg, write_checkpoint
-
-MOMENTS = ("exp_avg", "exp_avg_sq")
 
 STEPS = 2
 # Adam's first updates are nearly lr x sign(grad): at eps 1e-8 a gradient that cancels to ~1e-10

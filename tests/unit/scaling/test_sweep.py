@@ -43,7 +43,7 @@ def test_every_token_budget_gets_its_own_schedule():
 
 
 def test_targets_are_flm_stages_non_embedding_parameters():
-    """The counts a built model gives (tests/unit/test_stage_configs.py builds them on meta)."""
+    """The counts a built model gives (tests/unit/config/test_stage_configs.py builds them on meta)."""
     sizes = target_sizes(load_sweep(SWEEP), CONF)
     assert sizes == {"flm_16b": 16_110_395_392, "flm_51b": 49_332_484_096, "flm_101b": 100_673_966_080}
 
