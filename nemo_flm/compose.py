@@ -29,4 +29,5 @@ def compose_job(name: str, overrides: Sequence[str] = (), conf_dir: str = CONF_D
         with initialize_config_dir(config_dir=os.path.abspath(conf_dir), version_base=None):
             return compose(name, overrides=list(overrides))
     except HydraException as err:
-        raise ConfigError(f"job '{name}' with {list(overrides)}: {str(err).splitlines()[0]}") from None
+        reason = " ".join(str(err).split())  # Hydra's fix ("To append ... use +key=") is on a later line
+        raise ConfigError(f"job '{name}' with {list(overrides)}: {reason}") from None

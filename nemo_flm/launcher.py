@@ -143,7 +143,7 @@ def _run_requeueing(step: str, run: Any) -> List[str]:
         "requeue() {",
         f'  if [ "${{SLURM_RESTART_COUNT:-0}}" -lt {limit} ]; then',
         '    echo "time limit near: requeueing job $SLURM_JOB_ID (restart ${SLURM_RESTART_COUNT:-0})"',
-        '    scontrol requeue "$SLURM_JOB_ID"',
+        '    scontrol requeue "$SLURM_JOB_ID" || echo "scontrol requeue failed: the job ends at its time limit"',
         "  else",
         f'    echo "time limit near: job $SLURM_JOB_ID already requeued {limit} times (run.max_requeues)"',
         "  fi",

@@ -150,10 +150,21 @@ def _size(group=None) -> int:
     return dist.get_world_size(group) if dist.is_initialized() else 1
 
 
+def started() -> bool:
+    """Whether this process has joined its job's default process group."""
+    return dist.is_initialized()
+
+
+def groups_ready() -> bool:
+    """Whether megatron's tensor/pipeline/data groups exist in this process."""
+    return parallel_state.model_parallel_is_initialized()
+
+
 def all_reduce(tensor: torch.Tensor, group=None, op: str = "sum") -> torch.Tensor:
     """`op` (sum | max | min) over a group, in place (no-op for a group of one or no group)."""
+    reduce_op = _OPS[op]  # an unknown op fails on one rank too
     if _size(group) > 1:
-        dist.all_reduce(tensor, op=_OPS[op], group=group)
+        dist.all_reduce(tensor, op=reduce_op, group=group)
     return tensor
 
 

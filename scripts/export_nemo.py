@@ -6,8 +6,9 @@
 At FLM's scale a stage does not pack its ~205 GB .nemo at its end (exp_manager.save_nemo_on_train_end
 is off in conf/flm_base.yaml: rank 0 would tar while the other ranks wait); this does it as a job of
 its own, from any layout's checkpoint, holding one tensor at a time. With --stage it writes the
-stage's `<stage>/checkpoints/<stage>.nemo`, where training would have put it, unless it is there
-already (a stage that packed its own, or the launcher's .nemo job run again).
+stage's `<stage>/checkpoints/<stage>.nemo`, where training would have put it, unless a whole one
+newer than the stage's final checkpoint is there already (a stage that packed its own, or the
+launcher's .nemo job run again); an older or damaged one is replaced.
 """
 
 import argparse
@@ -19,7 +20,7 @@ from nemo_flm.console import quiet_startup
 quiet_startup()
 
 
-from nemo_flm.checkpoint.nemo_file import export_nemo  # noqa: E402
+from nemo_flm.checkpoint.nemo_file import export_nemo, packed_from  # noqa: E402
 from nemo_flm.compose import compose_job  # noqa: E402
 from nemo_flm.errors import ConfigError  # noqa: E402
 from nemo_flm.growth.staged import final_checkpoint, stage_job, stage_nemo  # noqa: E402
@@ -36,13 +37,14 @@ def main() -> None:
     try:
         if args.stage is not None:
             job = stage_job(compose_job(args.config_name, args.overrides), args.stage)
-            if args.output is None and os.path.exists(stage_nemo(job)):  # the stage packed it, or a re-run
-                print(f"{stage_nemo(job)} exists: stage {args.stage} is packed")
+            args.checkpoint = final_checkpoint(job)
+            if args.output is None and packed_from(stage_nemo(job), args.checkpoint):  # by the stage, or a re-run
+                print(f"{stage_nemo(job)} is packed from the final checkpoint of stage '{job.exp_manager.name}'")
                 return
-            args.checkpoint, args.output = final_checkpoint(job), args.output or stage_nemo(job)
+            replace, args.output = args.output is None, args.output or stage_nemo(job)
         if not args.checkpoint or not args.output:
             raise ConfigError("give --checkpoint and --output, or --config-name and --stage")
-        if os.path.exists(args.output):
+        if os.path.exists(args.output) and not (args.stage is not None and replace):
             raise FileExistsError(f"output '{args.output}' exists: choose another --output or delete it")
         written = export_nemo(args.checkpoint, args.output)
     except (ConfigError, FileExistsError, FileNotFoundError, ValueError) as err:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from nemo_flm import parallel
 from nemo_flm.atomic import atomic_output, discard
-from nemo_flm.checkpoint.nemo_archive import CONFIG, WEIGHTS, ArchiveShardReader
+from nemo_flm.checkpoint.nemo_archive import CONFIG, WEIGHTS, ArchiveShardReader, open_nemo
 from nemo_flm.checkpoint.shards import ShardReader, ShardWriter, merge_tables
 from nemo_flm.checkpoint.source import open_checkpoint
 from nemo_flm.checkpoint.weights import MODEL
@@ -103,6 +103,18 @@ def write_weights(model: torch.nn.Module, root: str) -> None:
     merge_tables(writer, parallel.pp_group())
     if parallel.pp_rank() == 0:
         writer.write_index()
+
+
+def packed_from(nemo: str, checkpoint: str) -> bool:
+    """Whether `nemo` is a whole .nemo written after `checkpoint` (what a re-run of an export may
+    keep; a .nemo from an earlier run in the same folder, or a damaged one, is not)."""
+    if not os.path.exists(nemo) or os.path.getmtime(nemo) < os.path.getmtime(checkpoint):
+        return False
+    try:
+        open_nemo(nemo)
+    except ValueError:
+        return False
+    return True
 
 
 def export_nemo(src: str, save_path: str) -> int:

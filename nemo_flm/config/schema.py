@@ -53,7 +53,7 @@ class CorpusConfig:
 
 @dataclass
 class DataConfig:
-    # the training blend (data/blend.py): Megatron's [w1, prefix1, w2, prefix2, ...], prefixes alone
+    # the training blend (config/blend.py): Megatron's [w1, prefix1, w2, prefix2, ...], prefixes alone
     # [prefix1, ...] (equal weights), or {name: prefix}; null = the built-in corpus. A prefix is a
     # megatron indexed dataset's path without .bin/.idx. Null by default, so that a blend given on
     # the command line replaces the whole blend instead of merging into a default.

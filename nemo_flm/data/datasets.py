@@ -1,6 +1,6 @@
 """Training and validation datasets through megatron.core.datasets.
 
-Training reads a blend (data/blend.py: e.g. English:Chinese) with BlendedMegatronDatasetBuilder +
+Training reads a blend (config/blend.py: e.g. English:Chinese) with BlendedMegatronDatasetBuilder +
 GPTDataset; validation keeps one dataset per blend entry so losses are reported per dataset. The
 same `split` applies to every prefix, so validation documents never appear in training.
 """
@@ -26,7 +26,7 @@ from nemo_flm.errors import ConfigError
 
 
 def blend_datasets(data_cfg: Any) -> List[Dataset]:
-    """The configured blend (data/blend.py), or the built-in corpus's datasets weighted by
+    """The configured blend (config/blend.py), or the built-in corpus's datasets weighted by
     data.corpus.weights, without building anything (the corpus's place is known beforehand)."""
     datasets = parse_blend(data_cfg)
     if datasets is not None:

@@ -29,8 +29,10 @@ import zstandard
 from nemo_flm.errors import DataError
 
 PARQUET_BATCH_ROWS = 1024
+ZSTD_CHUNK = 1 << 13  # compressed bytes decompressed at a time (text: ~30 KB out)
 TEXT_SUFFIXES = (".txt", ".jsonl")
 COMPRESSIONS = (".gz", ".zst")
+UNSUPPORTED = (".bz2", ".xz", ".lz4", ".zip", ".7z", ".br")  # archives refused by name, not read as text
 SUFFIXES = TEXT_SUFFIXES + tuple(t + c for t in TEXT_SUFFIXES for c in COMPRESSIONS) + (".parquet",)
 
 
@@ -66,17 +68,56 @@ def expand_inputs(inputs: Sequence[str]) -> List[str]:
 def _opened(path: str) -> Iterator[BinaryIO]:
     """The file's bytes, decompressed by its suffix; a corrupt archive becomes a DataError."""
     try:
-        if path.endswith(".gz"):
+        if path.lower().endswith(".gz"):
             with gzip.open(path, "rb") as handle:
                 yield handle
-        elif path.endswith(".zst"):
-            with open(path, "rb") as raw, zstandard.ZstdDecompressor().stream_reader(raw) as reader:
-                yield io.BufferedReader(reader)
+        elif path.lower().endswith(".zst"):
+            with open(path, "rb") as raw:
+                yield io.BufferedReader(_ZstdFrames(raw))
         else:
             with open(path, "rb") as handle:
                 yield handle
     except (OSError, EOFError, zlib.error, zstandard.ZstdError) as err:
         raise DataError(f"input '{path}' cannot be decompressed ({err}): re-download or recompress it") from None
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of a .zst's frames, one after another, read ZSTD_CHUNK compressed
+    bytes at a time. zstandard's own stream reader ends quietly inside a truncated frame (a cut
+    download would lose the rest of its file unnoticed); this raises ZstdError there instead."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.context = zstandard.ZstdDecompressor(max_window_size=2**31)  # files made with --long too
+        self.frame = self.context.decompressobj()
+        self.fed = False  # the current frame has input that it has not finished
+        self.pending, self.offset = b"", 0  # decompressed bytes, and how many were read
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self.offset == len(self.pending):
+            chunk = self.raw.read(ZSTD_CHUNK)
+            if not chunk:
+                if self.fed:
+                    raise zstandard.ZstdError("the file ends inside a frame (truncated)")
+                return 0
+            self.pending, self.offset = self._decompress(chunk), 0
+        count = min(len(buffer), len(self.pending) - self.offset)
+        buffer[:count] = self.pending[self.offset : self.offset + count]
+        self.offset += count
+        return count
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            if self.frame.eof:  # the previous frame ended: the next one starts here
+                self.frame = self.context.decompressobj()
+            out.append(self.frame.decompress(data))
+            data = self.frame.unused_data if self.frame.eof else b""
+            self.fed = not self.frame.eof
+        return b"".join(out)
 
 
 def _decoded_lines(path: str, summary: Summary) -> Iterator[str]:
@@ -123,27 +164,45 @@ def _parquet_documents(path: str, column: str, summary: Summary) -> Iterator[str
 
     try:
         table = pq.ParquetFile(path)
+        _check_text_column(path, table.schema_arrow, column)
+        for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[column]):
+            for text in batch.column(0).to_pylist():
+                if text is None:
+                    summary.skipped[f"Parquet rows without a '{column}' string"] += 1
+                else:
+                    yield text
     except (OSError, pa.ArrowException) as err:
-        raise DataError(f"input '{path}' is not a readable Parquet file ({err}): re-download it") from None
-    schema = table.schema_arrow
+        reason = " ".join(str(err).split())
+        raise DataError(f"input '{path}' is not a readable Parquet file ({reason}): re-download it") from None
+
+
+def _check_text_column(path: str, schema, column: str) -> None:
+    """The column exists and holds text (plain, large, view or dictionary-encoded strings)."""
+    import pyarrow as pa
+
     if column not in schema.names:
         raise DataError(f"Parquet file '{path}' has no column '{column}' (it has {schema.names}): pass --json-key")
-    if not (pa.types.is_string(schema.field(column).type) or pa.types.is_large_string(schema.field(column).type)):
-        raise DataError(f"Parquet column '{column}' of '{path}' is {schema.field(column).type}, not text")
-    for batch in table.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=[column]):
-        for text in batch.column(0).to_pylist():
-            if text is None:
-                summary.skipped[f"Parquet rows without a '{column}' string"] += 1
-            else:
-                yield text
+    kind = schema.field(column).type
+    values = kind.value_type if pa.types.is_dictionary(kind) else kind
+    if not any(test(values) for test in (pa.types.is_string, pa.types.is_large_string, _is_string_view)):
+        raise DataError(f"Parquet column '{column}' of '{path}' is {kind}, not text: pass the text column's --json-key")
+
+
+def _is_string_view(kind) -> bool:
+    import pyarrow as pa
+
+    return getattr(pa.types, "is_string_view", lambda _: False)(kind)
 
 
 def file_documents(files: Sequence[str], key: str, summary: Summary) -> Iterator[str]:
     """Documents of the files by suffix (.jsonl[.gz|.zst] and .parquet by `key`, else text)."""
     for path in files:
-        if path.endswith(".parquet"):
+        name = path.lower()
+        if name.endswith(UNSUPPORTED):
+            raise DataError(f"input '{path}': {name.rsplit('.', 1)[1]} is not read here; recompress it as .gz or .zst")
+        if name.endswith(".parquet"):
             yield from _parquet_documents(path, key, summary)
-        elif path.removesuffix(".gz").removesuffix(".zst").endswith(".jsonl"):
+        elif name.removesuffix(".gz").removesuffix(".zst").endswith(".jsonl"):
             yield from _jsonl_documents(path, key, summary)
         else:
             yield from _txt_documents(path, summary)

@@ -18,7 +18,6 @@ import os
 import time
 from typing import Any
 
-import torch.distributed as dist
 from omegaconf import OmegaConf
 
 from nemo_flm import parallel
@@ -61,7 +60,7 @@ def prepare_data(model_cfg: Any, train_samples: int) -> None:
     the validation samples; the other ranks wait until it has. In a process whose groups already
     exist (a later stage of a staged run) megatron's own rank-0-first build does it, with every
     rank present."""
-    if dist.is_initialized():
+    if parallel.started():
         return
     data = model_cfg.data
     marker = _marker(model_cfg, train_samples)

@@ -10,7 +10,6 @@ import copy
 from typing import Any
 
 import torch
-from megatron.core import parallel_state
 
 from nemo_flm import parallel
 from nemo_flm.config import ffn_size
@@ -24,7 +23,7 @@ def skeleton(model_cfg: Any) -> FLMGPTModel:
     cfg = copy.deepcopy(model_cfg)
     cfg.parallel.pipeline_model_parallel_size = 1
     cfg.parallel.sequence_parallel = False
-    if not parallel_state.model_parallel_is_initialized():
+    if not parallel.groups_ready():
         cfg.parallel.tensor_model_parallel_size = 1
         parallel.initialize(cfg.parallel, cfg.seed)
     cfg.parallel.tensor_model_parallel_size = tp = parallel.tp_size()

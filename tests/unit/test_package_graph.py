@@ -17,11 +17,21 @@ def _node(module: str) -> str:
     return parts[1] if len(parts) > 1 else parts[0]
 
 
-def _imports(path: Path) -> set:
+def _absolute(node: ast.ImportFrom, package: str) -> str:
+    """The module an ImportFrom names, relative imports (`from ..training import x`) resolved."""
+    if node.level == 0:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports(path: Path, package: str) -> set:
+    """The nemo_flm modules that the file at `path`, in package `package`, imports."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] if node.module != "nemo_flm" else [f"nemo_flm.{a.name}" for a in node.names]
+        if isinstance(node, ast.ImportFrom):
+            module = _absolute(node, package)
+            names = [module] if module != "nemo_flm" else [f"nemo_flm.{a.name}" for a in node.names]
             found.update(n for n in names if n.split(".")[0] == "nemo_flm")
         elif isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "nemo_flm")
@@ -34,7 +44,8 @@ def package_graph(root: Path = PACKAGE) -> dict:
     for path in sorted(root.rglob("*.py")):
         relative = path.relative_to(root.parent).with_suffix("")
         module = ".".join(relative.parts).removesuffix(".__init__")
-        for imported in _imports(path):
+        package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
+        for imported in _imports(path, package):
             if _node(imported) != _node(module):
                 graph[_node(module)][_node(imported)].append(module)
     return graph
@@ -76,7 +87,7 @@ def test_a_back_edge_is_found(tmp_path):
     """The check itself: a module of a lower package importing a higher one is a cycle."""
     for name, text in {
         "training/run.py": "from nemo_flm.growth.ramp import MaskRamp\n",
-        "growth/ramp.py": "def f():\n    from nemo_flm.training import curves\n",
+        "growth/ramp.py": "def f():\n    from ..training import curves\n",  # relative imports count
         "model/gpt.py": "import nemo_flm.parallel\n",
     }.items():
         (tmp_path / "nemo_flm" / name).parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ in one line; restoring through NeMo extracts the config, not the weights."""
 
 import os
 import tarfile
+import time
 
 import pytest
 import torch
@@ -85,7 +86,7 @@ def test_nemo_restore_extracts_the_config_not_the_weights(single_process, tmp_pa
 def test_a_checkpoint_exported_offline_restores_its_weights(single_process, tmp_path, monkeypatch):
     """scripts/export_nemo.py's packing: the .nemo of a training checkpoint, made in one process
     tensor by tensor, restores through FLMModel with exactly the checkpoint's weights."""
-    from nemo_flm.checkpoint.nemo_file import export_nemo
+    from nemo_flm.checkpoint.nemo_file import export_nemo, packed_from
     from nemo_flm.training.flm_model import FLMModel
     from tests.helpers import local_engine, tiny_cfg, trained_model, write_checkpoint
 
@@ -98,6 +99,13 @@ def test_a_checkpoint_exported_offline_restores_its_weights(single_process, tmp_
     mine = dict(restored.model.named_parameters())
     for name, param in model.named_parameters():
         assert torch.equal(param, mine[name]), name
+    # what a re-run of the export keeps: this .nemo, not a damaged one, nor one older than the checkpoint
+    assert packed_from("c.nemo", str(tmp_path / "c"))
+    os.utime(tmp_path / "c", (time.time() + 60,) * 2)
+    assert not packed_from("c.nemo", str(tmp_path / "c"))
+    os.utime(tmp_path / "c", (time.time() - 60,) * 2)
+    (tmp_path / "c.nemo").write_bytes((tmp_path / "c.nemo").read_bytes()[:-4096])
+    assert not packed_from("c.nemo", str(tmp_path / "c"))
 
 
 def test_a_header_that_claims_more_bytes_than_its_member_holds_is_refused(tmp_path):

@@ -3,6 +3,7 @@ as plain .jsonl, read as streams, and a file that cannot be read is a one-line D
 
 import gzip
 import json
+import random
 import tracemalloc
 
 import pyarrow as pa
@@ -46,12 +47,30 @@ def test_compressed_jsonl_equals_plain(tmp_path, name):
     assert compressed[1].skipped == plain[1].skipped == JSONL_SKIPS
 
 
-def test_parquet_text_column(tmp_path):
-    table = pa.table({"id": [1, 2, 3, 4], "text": [DOCS[0], None, DOCS[1], DOCS[2]]})
-    pq.write_table(table, tmp_path / "a.parquet", row_group_size=2)
+def test_multi_frame_zst_and_multi_member_gz_are_read_whole(tmp_path):
+    first, second = _jsonl_bytes(DOCS[:2]), _jsonl_bytes(DOCS[2:])
+    zst = zstandard.ZstdCompressor()
+    (tmp_path / "a.jsonl.zst").write_bytes(zst.compress(first) + zst.compress(second))
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(first) + gzip.compress(second))
+    assert _documents(tmp_path / "a.jsonl.zst")[0] == _documents(tmp_path / "a.jsonl.gz")[0] == DOCS
+
+
+@pytest.mark.parametrize("kind", [pa.string(), pa.large_string(), pa.dictionary(pa.int32(), pa.string())])
+def test_parquet_text_column(tmp_path, kind):
+    column = pa.array([DOCS[0], None, DOCS[1], DOCS[2]]).cast(kind)
+    pq.write_table(pa.table({"id": [1, 2, 3, 4], "text": column}), tmp_path / "a.parquet", row_group_size=2)
     docs, summary = _documents(tmp_path / "a.parquet")
     assert docs == DOCS
     assert summary.skipped == {"Parquet rows without a 'text' string": 1}
+
+
+def test_suffixes_are_matched_in_any_case_and_other_archives_refused(tmp_path):
+    _write(tmp_path / "A.jsonl.gz", DOCS)
+    (tmp_path / "A.JSONL.GZ").write_bytes((tmp_path / "A.jsonl.gz").read_bytes())
+    assert _documents(tmp_path / "A.JSONL.GZ")[0] == DOCS
+    (tmp_path / "b.jsonl.bz2").write_bytes(b"BZh9")
+    with pytest.raises(DataError, match="bz2 is not read here; recompress it as .gz or .zst"):
+        _documents(tmp_path / "b.jsonl.bz2")
 
 
 def test_preprocess_gives_the_same_dataset_for_every_format(tmp_path):
@@ -77,7 +96,8 @@ def test_directories_find_every_format(tmp_path):
 def test_compressed_files_are_streamed(tmp_path, name):
     """Reading 16 MB of decompressed JSON lines holds well under 1 MB of Python memory at once
     (a reader that decompresses the whole file first would hold all of it)."""
-    _write(tmp_path / name, [f"document {i} " + "x" * 1000 for i in range(16_000)])
+    words, rng = [f"w{i}" for i in range(5000)], random.Random(0)  # compresses like text (~3x)
+    _write(tmp_path / name, [f"document {i} " + " ".join(rng.choices(words, k=160)) for i in range(16_000)])
     tracemalloc.start()
     try:
         count = sum(1 for _ in file_documents([str(tmp_path / name)], "text", Summary()))
@@ -103,11 +123,18 @@ def test_parquet_is_read_a_batch_at_a_time(tmp_path):
     [
         ("t.jsonl.gz", gzip.compress(_jsonl_bytes(DOCS * 50))[:-40], "cannot be decompressed"),
         ("t.jsonl.zst", b"not zstandard at all", "cannot be decompressed"),
+        ("t.jsonl.zst", zstandard.ZstdCompressor().compress(_jsonl_bytes(DOCS * 500))[:-40], "inside a frame"),
         ("t.parquet", b"PAR1 not really parquet", "not a readable Parquet file"),
+        ("t.parquet", "corrupt page", "not a readable Parquet file"),
     ],
+    ids=["truncated-gz", "not-zst", "truncated-zst", "not-parquet", "corrupt-parquet-page"],
 )
 def test_unreadable_files_are_one_line_errors(tmp_path, name, content, match):
-    (tmp_path / name).write_bytes(content)
+    if content == "corrupt page":  # a valid footer over damaged column data
+        pq.write_table(pa.table({"text": DOCS * 100}), tmp_path / name)
+        content = bytearray((tmp_path / name).read_bytes())
+        content[100:400] = bytes(b ^ 0xFF for b in content[100:400])
+    (tmp_path / name).write_bytes(bytes(content))
     with pytest.raises(DataError, match=match) as err:
         preprocess_files([str(tmp_path / name)], str(tmp_path / "out"), workers=1)
     assert "\n" not in str(err.value) and name in str(err.value)

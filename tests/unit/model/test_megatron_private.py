@@ -28,6 +28,7 @@ def test_a_changed_source_is_reported(monkeypatch):
     assert sorted(unreviewed()) == [
         "Attention._adjust_key_value_for_inference",
         "Attention._allocate_memory",
+        "DistributedOptimizer._get_model_param_range_map",
         "GPTModel._postprocess",
     ]
 
@@ -37,6 +38,10 @@ def test_a_new_private_replacement_is_found():
         def _checkpointed_attention_forward(self, *args, **kwargs):  # private in megatron 0.16 and 0.19
             raise NotImplementedError
 
+        @classmethod
+        def _clip_linear_qkv(cls, *args, **kwargs):  # a classmethod replacing a megatron method
+            raise NotImplementedError
+
     found = private_methods_replaced(Sneaky)
-    assert "_checkpointed_attention_forward" in found
+    assert "_checkpointed_attention_forward" in found and "_clip_linear_qkv" in found
     assert ("SelfAttention", "_checkpointed_attention_forward") not in {(o.base.__name__, o.method) for o in OVERRIDES}
