@@ -128,7 +128,8 @@ def sbatch_script(cfg: Any, name: str, command: str, resources: List[str], singl
 
 
 def _requeue_directives(run: Any) -> List[str]:
-    """Append to the log across requeues; without requeues, nothing."""
+    """The #SBATCH lines of a job that requeues itself: SLURM's USR1 to the batch shell
+    run.requeue_signal_s before the limit, requeueing allowed, one log appended across runs."""
     if run.get("max_requeues", 0) <= 0:
         return []
     signal = f"--signal=B:USR1@{int(run.get('requeue_signal_s', 300))}"

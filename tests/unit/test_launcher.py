@@ -20,6 +20,8 @@ def test_101b_job_runs_torchrun_on_24_nodes_of_8_gpus(tmp_path):
     (job,) = render(compose_job("launcher/flm_101b"), "launcher/flm_101b", ["cluster.partition=batch"])
     for line in ("#SBATCH --nodes=24", "#SBATCH --gpus-per-node=8", "#SBATCH --dependency=singleton"):
         assert line in job.script
+    for line in ("#SBATCH --signal=B:USR1@600", "#SBATCH --requeue", "trap requeue USR1", "-lt 5 ]; then"):
+        assert line in job.script  # requeued near its time limit (tests/integration/test_slurm.py runs it)
     assert "torchrun --nnodes=24 --nproc_per_node=8 --rdzv_backend=c10d" in job.command
     assert "scripts/train.py --config-name launcher/flm_101b cluster.partition=batch" in job.command
     assert job.layout == "TP4 x PP4 x DP12" and 50 < job.memory_gb < 80
