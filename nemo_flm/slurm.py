@@ -11,7 +11,7 @@ import json
 import os
 import shutil
 import subprocess
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from nemo_flm.atomic import atomic_output
 
@@ -46,12 +46,19 @@ def submit(jobs, results_dir: str) -> List[Dict[str, str]]:
     return submitted
 
 
-def _scontrol(job_id: str) -> Dict[str, str]:
-    done = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True)
+def show_job(job_id: str, env: Optional[Dict[str, str]] = None) -> Optional[Dict[str, str]]:
+    """Every field of `scontrol show job` (JobState, Restarts, Dependency, StartTime, ...), or None
+    for a job slurmctld does not know (finished longer than MinJobAge ago)."""
+    done = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True, env=env)
     if done.returncode != 0:
+        return None
+    return dict(item.split("=", 1) for item in done.stdout.split() if "=" in item)
+
+
+def _scontrol(job_id: str) -> Dict[str, str]:
+    fields = show_job(job_id)
+    if fields is None:
         return {"JobState": "UNKNOWN", "Reason": "not known to slurmctld (finished before MinJobAge?)"}
-    pairs = (item.split("=", 1) for item in done.stdout.split() if "=" in item)
-    fields = dict(pairs)
     return {key: fields.get(key, "") for key in FIELDS}
 
 

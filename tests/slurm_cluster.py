@@ -16,6 +16,8 @@ import subprocess
 import time
 from typing import Dict, Optional
 
+from nemo_flm.slurm import show_job
+
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo")
 
 
@@ -119,7 +121,6 @@ class SlurmCluster:
 
     def job(self, job_id: str) -> Dict[str, str]:
         """`scontrol show job` of a job as a dict (JobState, Restarts, StartTime, EndTime, ...)."""
-        out = subprocess.run(
-            ["scontrol", "show", "job", "-o", job_id], env=self.env, capture_output=True, text=True, check=True
-        )
-        return dict(item.split("=", 1) for item in out.stdout.split() if "=" in item)
+        fields = show_job(job_id, self.env)
+        assert fields is not None, f"slurmctld does not know job {job_id}"
+        return fields
